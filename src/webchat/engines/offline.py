@@ -1,0 +1,111 @@
+"""An engine that needs no key and no network.
+
+It is the embedded default, and the workhorse of tests and benchmarks: its answers are
+deterministic (a function of the transcript), streamed word by word at ``tokens_per_second``,
+and when the user writes ``calc: <expression>`` while a ``calculator`` tool is offered it asks
+for that tool, then answers with the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import zlib
+
+from webchat.engines.base import EngineError, RunContext
+from webchat.engines.settings import StepSettings
+from webchat.engines.streaming import InferenceStream, stream_inference
+from webchat.events import Usage
+from webchat.turns import BlockKind, Turn
+
+CALC_PATTERN = re.compile(r"calc:\s*([^\n]+)", re.IGNORECASE)
+CALCULATOR = "calculator"
+
+_FILLER = (
+    "the quick brown fox jumps over a lazy dog while streams of tokens flow to every "
+    "browser watching this conversation in order and without gaps"
+).split()
+
+
+class OfflineEngine:
+    """Deterministic local engine; see the module docstring."""
+
+    def __init__(self, settings: StepSettings | None = None) -> None:
+        self.settings = settings or StepSettings(api_type="offline")
+
+    async def run_inference(self, turn: Turn, ctx: RunContext) -> Turn:
+        async def produce(stream: InferenceStream) -> None:
+            await self._produce(turn, ctx, stream)
+
+        return await stream_inference(turn, ctx, self.settings, produce, _unexpected)
+
+    async def _produce(self, turn: Turn, ctx: RunContext, stream: InferenceStream) -> None:
+        prompt = turn.last_user_text()
+        match = CALC_PATTERN.search(prompt)
+        expression = match.group(1).strip() if match else None
+        answered = _calculator_result(turn) if expression else None
+        offers_calculator = any(t.name == CALCULATOR for t in ctx.tools)
+
+        if expression and answered is not None:
+            result, error = answered
+            text = (
+                f"I could not compute {expression}: {error}"
+                if error
+                else f"The result of {expression} is {result}."
+            )
+            await self._stream_words(stream, text.split(" "))
+            stream.stop_reason = "stop"
+        elif expression and offers_calculator:
+            await self._stream_words(stream, "Let me calculate that.".split(" "))
+            call_id = f"call_{zlib.crc32(f'{turn.id}:{len(turn.blocks)}'.encode()):08x}"
+            stream.add_tool_call(call_id, CALCULATOR, json.dumps({"expression": expression}))
+            stream.stop_reason = "tool_calls"
+        else:
+            await self._stream_words(stream, self._answer_words(prompt))
+            stream.stop_reason = "stop"
+
+        input_tokens = sum(len(b.text.split()) for b in turn.blocks)
+        stream.set_usage(Usage(input_tokens=input_tokens, output_tokens=len(stream.text.split())))
+
+    def _answer_words(self, prompt: str) -> list[str]:
+        lead = f'Offline reply to "{" ".join(prompt.split()[:12])}":'.split(" ")
+        seed = zlib.crc32(prompt.encode())
+        words = list(lead)
+        while len(words) < self.settings.answer_tokens:
+            words.append(_FILLER[(seed + len(words)) % len(_FILLER)])
+        words = words[: self.settings.answer_tokens]
+        words[-1] = words[-1].rstrip(":") + "."
+        return words
+
+    async def _stream_words(self, stream: InferenceStream, words: list[str]) -> None:
+        rate = self.settings.tokens_per_second
+        start = time.monotonic()
+        for index, word in enumerate(words):
+            if rate > 0:
+                delay = start + index / rate - time.monotonic()
+                await asyncio.sleep(max(delay, 0.0))
+            else:
+                await asyncio.sleep(0)  # stay cooperative at full speed
+            await stream.add_text(word if index == 0 else " " + word)
+
+
+def _calculator_result(turn: Turn) -> tuple[object, str | None] | None:
+    """The calculator's result (or error) answering the latest user message, if any."""
+    last_user = max(
+        (i for i, b in enumerate(turn.blocks) if b.kind == BlockKind.USER), default=-1
+    )
+    calls = {
+        b.payload.get("id")
+        for b in turn.blocks[last_user + 1 :]
+        if b.kind == BlockKind.TOOL_CALL and b.payload.get("name") == CALCULATOR
+    }
+    for block in reversed(turn.blocks[last_user + 1 :]):
+        if block.kind == BlockKind.TOOL_USE and block.payload.get("id") in calls:
+            return block.payload.get("result"), block.payload.get("error")
+    return None
+
+
+def _unexpected(exc: Exception) -> EngineError:
+    return EngineError(f"offline engine failed: {exc}", provider="offline")

@@ -1,0 +1,139 @@
+"""Turns and blocks: the provider-neutral record of a conversation.
+
+A turn is an ordered list of blocks. Engines read the blocks to build a provider request and
+append the blocks the model produced; the tool loop appends ``tool_use`` blocks holding tool
+results. Each turn in a session is a complete transcript up to that point, so any turn can be
+replayed to a model on its own.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from webchat.events.models import Usage, new_id
+
+
+class BlockKind(StrEnum):
+    USER = "user"
+    LLM_TEXT = "llm_text"
+    TOOL_CALL = "tool_call"
+    TOOL_USE = "tool_use"  # the result of a tool call
+    SYSTEM = "system"
+    REASONING = "reasoning"
+    OTHER = "other"
+
+
+_DEFAULT_ROLES = {
+    BlockKind.USER: "user",
+    BlockKind.LLM_TEXT: "assistant",
+    BlockKind.TOOL_CALL: "assistant",
+    BlockKind.TOOL_USE: "tool",
+    BlockKind.SYSTEM: "system",
+    BlockKind.REASONING: "assistant",
+    BlockKind.OTHER: "",
+}
+
+
+class Block(BaseModel):
+    """One unit of a turn. Payload keys by kind: ``text`` for text kinds; ``id``, ``name``,
+    ``args`` for ``tool_call``; ``id``, ``result`` (and ``error`` on failure) for ``tool_use``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=new_id)
+    kind: BlockKind
+    role: str = ""
+    payload: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.role:
+            self.role = _DEFAULT_ROLES[self.kind]
+
+    @property
+    def text(self) -> str:
+        value = self.payload.get("text", "")
+        return value if isinstance(value, str) else str(value)
+
+    @classmethod
+    def user(cls, text: str) -> Block:
+        return cls(kind=BlockKind.USER, payload={"text": text})
+
+    @classmethod
+    def system(cls, text: str) -> Block:
+        return cls(kind=BlockKind.SYSTEM, payload={"text": text})
+
+    @classmethod
+    def llm_text(cls, text: str) -> Block:
+        return cls(kind=BlockKind.LLM_TEXT, payload={"text": text})
+
+    @classmethod
+    def reasoning(cls, text: str) -> Block:
+        return cls(kind=BlockKind.REASONING, payload={"text": text})
+
+    @classmethod
+    def tool_call(cls, call_id: str, name: str, args: Any) -> Block:
+        return cls(kind=BlockKind.TOOL_CALL, payload={"id": call_id, "name": name, "args": args})
+
+    @classmethod
+    def tool_use(cls, call_id: str, result: Any, *, error: str | None = None) -> Block:
+        payload: dict[str, Any] = {"id": call_id, "result": result}
+        if error is not None:
+            payload["error"] = error
+        return cls(kind=BlockKind.TOOL_USE, payload=payload)
+
+
+class TurnMetadata(BaseModel):
+    """Facts about the inference that produced a turn."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str | None = None
+    inference_id: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+    stop_reason: str | None = None
+    error: str | None = None
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=new_id)
+    blocks: list[Block] = Field(default_factory=list)
+    metadata: TurnMetadata = Field(default_factory=TurnMetadata)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def append(self, *blocks: Block) -> Turn:
+        self.blocks.extend(blocks)
+        return self
+
+    def blocks_of(self, kind: BlockKind) -> list[Block]:
+        return [b for b in self.blocks if b.kind == kind]
+
+    def last_user_text(self) -> str:
+        for block in reversed(self.blocks):
+            if block.kind == BlockKind.USER:
+                return block.text
+        return ""
+
+    def pending_tool_calls(self) -> list[Block]:
+        """``tool_call`` blocks that have no ``tool_use`` block with the same id yet."""
+        answered = {b.payload.get("id") for b in self.blocks if b.kind == BlockKind.TOOL_USE}
+        return [
+            b
+            for b in self.blocks
+            if b.kind == BlockKind.TOOL_CALL and b.payload.get("id") not in answered
+        ]
+
+    def assistant_text(self, since: int = 0) -> str:
+        """The model's text in blocks from index ``since`` on, joined in order."""
+        return "".join(b.text for b in self.blocks[since:] if b.kind == BlockKind.LLM_TEXT)
+
+    def fork(self, *new_blocks: Block) -> Turn:
+        """A new turn (fresh id, empty metadata) carrying a copy of this transcript."""
+        copied = [b.model_copy(deep=True) for b in self.blocks]
+        return Turn(blocks=[*copied, *new_blocks], data=dict(self.data))
