@@ -1,6 +1,14 @@
 """Provider adapters behind one small interface (``Engine``), and the factory that picks one."""
 
-from webchat.engines.base import Engine, EngineError, Handler, RunContext, ToolDefinition
+from webchat.engines.base import (
+    Engine,
+    EngineError,
+    Handler,
+    RunContext,
+    SnapshotHook,
+    SnapshotPhase,
+    ToolDefinition,
+)
 from webchat.engines.offline import OfflineEngine
 from webchat.engines.settings import ApiType, StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
@@ -29,6 +37,8 @@ __all__ = [
     "InferenceStream",
     "OfflineEngine",
     "RunContext",
+    "SnapshotHook",
+    "SnapshotPhase",
     "StepSettings",
     "ToolDefinition",
     "create_engine",

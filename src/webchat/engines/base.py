@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from webchat.events import Event, EventMeta, EventSink
 from webchat.turns import Turn
@@ -24,6 +24,11 @@ class ToolDefinition:
     parameters: dict[str, Any]
 
 
+SnapshotPhase = Literal["pre_inference", "post_inference", "post_tools"]
+SnapshotHook = Callable[[Turn, SnapshotPhase], Awaitable[None]]
+"""Called by the tool loop with the turn as it stands at each phase of a run."""
+
+
 @dataclass(frozen=True, slots=True)
 class RunContext:
     """Where a run publishes, the ids that correlate its events, and the tools it offers."""
@@ -33,6 +38,7 @@ class RunContext:
     inference_id: str | None = None
     turn_id: str | None = None
     tools: tuple[ToolDefinition, ...] = ()
+    snapshot_hook: SnapshotHook | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def meta(self, **fields: Any) -> EventMeta:

@@ -26,7 +26,7 @@ CALCULATOR = "calculator"
 _FILLER = (
     "the quick brown fox jumps over a lazy dog while streams of tokens flow to every "
     "browser watching this conversation in order and without gaps"
-).split()
+).split(" ")
 
 
 class OfflineEngine:
@@ -58,7 +58,7 @@ class OfflineEngine:
             await self._stream_words(stream, text.split(" "))
             stream.stop_reason = "stop"
         elif expression and offers_calculator:
-            await self._stream_words(stream, "Let me calculate that.".split(" "))
+            await self._stream_words(stream, ["Let", "me", "calculate", "that."])
             call_id = f"call_{zlib.crc32(f'{turn.id}:{len(turn.blocks)}'.encode()):08x}"
             stream.add_tool_call(call_id, CALCULATOR, json.dumps({"expression": expression}))
             stream.stop_reason = "tool_calls"
@@ -93,9 +93,7 @@ class OfflineEngine:
 
 def _calculator_result(turn: Turn) -> tuple[object, str | None] | None:
     """The calculator's result (or error) answering the latest user message, if any."""
-    last_user = max(
-        (i for i, b in enumerate(turn.blocks) if b.kind == BlockKind.USER), default=-1
-    )
+    last_user = max((i for i, b in enumerate(turn.blocks) if b.kind == BlockKind.USER), default=-1)
     calls = {
         b.payload.get("id")
         for b in turn.blocks[last_user + 1 :]

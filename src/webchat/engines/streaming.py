@@ -63,9 +63,7 @@ class InferenceStream:
         if not delta:
             return
         self.text += delta
-        await self.ctx.publish(
-            PartialEvent(meta=self._meta(), delta=delta, completion=self.text)
-        )
+        await self.ctx.publish(PartialEvent(meta=self._meta(), delta=delta, completion=self.text))
 
     async def add_thinking(self, delta: str) -> None:
         if not delta:

@@ -25,7 +25,14 @@ from webchat.events.models import (
     new_id,
     parse_event,
 )
-from webchat.events.sinks import CollectingSink, EventSink, ExtractorSink, FanoutSink, FilterSink
+from webchat.events.sinks import (
+    CollectingSink,
+    EventSink,
+    ExtractorSink,
+    FanoutSink,
+    FilterSink,
+    JsonLinesSink,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -43,6 +50,7 @@ __all__ = [
     "GenericEvent",
     "InfoEvent",
     "InterruptEvent",
+    "JsonLinesSink",
     "LogEvent",
     "PartialEvent",
     "PartialThinkingEvent",

@@ -8,7 +8,7 @@ fan-out to several sinks, an extractor that collects usage).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TextIO, runtime_checkable
 
 from webchat.events.models import Event
 
@@ -68,3 +68,14 @@ class ExtractorSink:
         if outcome is not None:
             await outcome
         await self.inner.publish_event(event)
+
+
+class JsonLinesSink:
+    """Writes each event as one JSON line to a text stream (e.g. stdout), flushed per line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    async def publish_event(self, event: Event) -> None:
+        self.stream.write(event.to_json() + "\n")
+        self.stream.flush()

@@ -1,0 +1,3 @@
+from webchat.cli import app
+
+app(prog_name="webchat")

@@ -1,0 +1,158 @@
+"""A session: one conversation's inference history, and at most one inference at a time.
+
+``start_inference`` is synchronous on purpose: the busy check and the claim of the active slot
+happen with no ``await`` between them, so two callers on the event loop can never both start a
+run. The runner (engine, middlewares, tool loop) is replaceable between runs, which is how a
+conversation swaps its engine while keeping its history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from webchat.engines.base import Handler, RunContext, SnapshotHook
+from webchat.events import EventSink, new_id
+from webchat.turns import Block, Turn
+
+
+class SessionBusyError(RuntimeError):
+    """An inference is already running in this session."""
+
+    def __init__(self, inference_id: str) -> None:
+        super().__init__(f"an inference is already running ({inference_id})")
+        self.inference_id = inference_id
+
+
+class InferenceCancelledError(RuntimeError):
+    """The inference was cancelled before it finished."""
+
+
+class InferenceHandle:
+    """A running (or finished) inference: its ids, a way to wait for it, and to cancel it."""
+
+    def __init__(self, *, session_id: str, inference_id: str, turn_id: str) -> None:
+        self.session_id = session_id
+        self.inference_id = inference_id
+        self.turn_id = turn_id
+        self._task: asyncio.Task[Turn] | None = None
+
+    def _attach(self, task: asyncio.Task[Turn]) -> None:
+        self._task = task
+        # The outcome is always read here, so an unobserved failure is never reported as
+        # "exception was never retrieved"; callers still get it from ``wait()``.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def cancel(self) -> bool:
+        """Request cancellation; returns False if the inference had already finished."""
+        return self._task is not None and self._task.cancel()
+
+    async def wait(self) -> Turn:
+        """The resulting turn; raises the run's error, or ``InferenceCancelledError``."""
+        assert self._task is not None
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                raise InferenceCancelledError(
+                    f"inference {self.inference_id} was cancelled"
+                ) from None
+            raise
+
+
+class Session:
+    """History of turns plus the single active inference. See the module docstring."""
+
+    def __init__(
+        self,
+        runner: Handler,
+        *,
+        session_id: str | None = None,
+        turns: Sequence[Turn] = (),
+        sinks: Sequence[EventSink] = (),
+        snapshot_hook: SnapshotHook | None = None,
+    ) -> None:
+        self.runner = runner
+        self.session_id = session_id or new_id()
+        self.turns: list[Turn] = list(turns)
+        self.sinks: tuple[EventSink, ...] = tuple(sinks)
+        self.snapshot_hook = snapshot_hook
+        self._active: InferenceHandle | None = None
+
+    @property
+    def active(self) -> InferenceHandle | None:
+        """The running inference, if any."""
+        if self._active is not None and self._active.done:
+            return None
+        return self._active
+
+    @property
+    def is_running(self) -> bool:
+        return self.active is not None
+
+    def latest_turn(self) -> Turn | None:
+        return self.turns[-1] if self.turns else None
+
+    def _input_turn(self, prompt: str, turn_id: str) -> Turn:
+        latest = self.latest_turn()
+        turn = latest.fork(Block.user(prompt)) if latest else Turn(blocks=[Block.user(prompt)])
+        turn.id = turn_id
+        return turn
+
+    def start_inference(
+        self,
+        prompt: str,
+        *,
+        sinks: Sequence[EventSink] | None = None,
+        inference_id: str | None = None,
+    ) -> InferenceHandle:
+        """Start a run on ``prompt`` after the history; raises ``SessionBusyError`` if one runs."""
+        active = self.active
+        if active is not None:
+            raise SessionBusyError(active.inference_id)
+        handle = InferenceHandle(
+            session_id=self.session_id,
+            inference_id=inference_id or new_id(),
+            turn_id=new_id(),
+        )
+        turn = self._input_turn(prompt, handle.turn_id)
+        turn.metadata.session_id = self.session_id
+        turn.metadata.inference_id = handle.inference_id
+        ctx = RunContext(
+            sinks=tuple(sinks) if sinks is not None else self.sinks,
+            session_id=self.session_id,
+            inference_id=handle.inference_id,
+            turn_id=handle.turn_id,
+            snapshot_hook=self.snapshot_hook,
+        )
+        self._active = handle
+        handle._attach(asyncio.create_task(self._run(prompt, turn, ctx)))
+        return handle
+
+    async def _run(self, prompt: str, turn: Turn, ctx: RunContext) -> Turn:
+        try:
+            result = await self.runner(turn, ctx)
+        except asyncio.CancelledError:
+            self._record_failure(prompt, ctx, "cancelled")
+            raise
+        except Exception as exc:
+            self._record_failure(prompt, ctx, str(exc) or type(exc).__name__)
+            raise
+        result.metadata.session_id = self.session_id
+        result.metadata.inference_id = ctx.inference_id
+        self.turns.append(result)
+        return result
+
+    def _record_failure(self, prompt: str, ctx: RunContext, error: str) -> None:
+        """Keep the user's prompt in history (without partial output) and say why it failed."""
+        assert ctx.turn_id is not None
+        failed = self._input_turn(prompt, ctx.turn_id)
+        failed.metadata.session_id = self.session_id
+        failed.metadata.inference_id = ctx.inference_id
+        failed.metadata.error = error
+        failed.metadata.stop_reason = "cancelled" if error == "cancelled" else "error"
+        self.turns.append(failed)
