@@ -8,7 +8,7 @@ def sample_turn() -> Turn:
     return Turn(
         blocks=[
             Block.system("be brief"),
-            Block.user("hi – ünïcode"),
+            Block.user("hi, ünïcode"),
             Block.reasoning("thinking"),
             Block.llm_text("hello"),
             Block.tool_call("c1", "calculator", {"expression": "1+1"}),
@@ -31,7 +31,11 @@ def test_kinds_and_default_roles():
     assert [b.role for b in turn.blocks[:6]] == [
         "system", "user", "assistant", "assistant", "assistant", "tool",
     ]  # fmt: skip
-    assert turn.blocks[4].payload == {"id": "c1", "name": "calculator", "args": {"expression": "1+1"}}
+    assert turn.blocks[4].payload == {
+        "id": "c1",
+        "name": "calculator",
+        "args": {"expression": "1+1"},
+    }
     assert turn.blocks[5].payload == {"id": "c1", "result": 2}
 
 

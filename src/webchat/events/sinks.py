@@ -7,6 +7,7 @@ fan-out to several sinks, an extractor that collects usage).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TextIO, runtime_checkable
 
@@ -23,12 +24,20 @@ class CollectingSink:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self._changed = asyncio.Condition()
 
     async def publish_event(self, event: Event) -> None:
         self.events.append(event)
+        async with self._changed:
+            self._changed.notify_all()
 
     def types(self) -> list[str]:
         return [e.type for e in self.events]
+
+    async def wait_for(self, predicate: Callable[[list[Event]], bool]) -> None:
+        """Return once ``predicate(events)`` holds; bound it with ``asyncio.timeout``."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: predicate(self.events))
 
 
 class FanoutSink:
