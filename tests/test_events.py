@@ -133,3 +133,23 @@ def test_usage_adds_up():
 def test_tool_call_arguments_decode():
     assert ToolCall(id="1", name="n", input='{"a": 2}').arguments() == {"a": 2}
     assert ToolCall(id="1", name="n", input="").arguments() == {}
+
+
+def test_lifecycle_events_round_trip():
+    from webchat.events import (
+        RunCancelledEvent,
+        RunFailedEvent,
+        RunFinishedEvent,
+        RunStartedEvent,
+        UserMessageEvent,
+    )
+
+    for event in (
+        UserMessageEvent(meta=META, text="hi"),
+        RunStartedEvent(meta=META, profile="default"),
+        RunFinishedEvent(meta=META),
+        RunFailedEvent(meta=META, error="bad"),
+        RunCancelledEvent(meta=META, reason="user"),
+    ):
+        parsed = parse_event(event.to_json())
+        assert type(parsed) is type(event) and parsed == event

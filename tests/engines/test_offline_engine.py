@@ -36,6 +36,8 @@ async def test_streams_a_deterministic_answer_of_the_configured_length():
     assert {(e.meta.session_id, e.meta.inference_id, e.meta.turn_id) for e in sink.events} == {
         ("s", "i", "t")
     }
+    # One message id per model call, so a client can group the deltas of one answer.
+    assert len({e.meta.message_id for e in sink.events}) == 1
 
 
 async def test_rate_limit_spaces_tokens_out():

@@ -26,6 +26,7 @@ from webchat.events import (
     ToolCall,
     ToolCallEvent,
     Usage,
+    new_id,
 )
 from webchat.turns import Block, Turn
 
@@ -42,10 +43,12 @@ class InferenceStream:
         self.tool_calls: list[ToolCall] = []
         self.usage: Usage | None = None
         self.stop_reason: str | None = None
+        # One id for every event of this model call, so clients can group its deltas.
+        self.message_id = new_id()
         self._started = time.monotonic()
 
     def _meta(self, **fields: Any) -> Any:
-        return self.ctx.meta(model=self.model, **fields)
+        return self.ctx.meta(message_id=self.message_id, model=self.model, **fields)
 
     async def start(self) -> None:
         self._started = time.monotonic()

@@ -1,7 +1,16 @@
 """Inference events (geppetto wire format) and the sinks they are published to."""
 
+from webchat.events.lifecycle import (
+    LIFECYCLE_EVENTS,
+    RunCancelledEvent,
+    RunFailedEvent,
+    RunFinishedEvent,
+    RunStartedEvent,
+    UserMessageEvent,
+)
 from webchat.events.models import (
     EVENT_TYPES,
+    GEPPETTO_EVENTS,
     AgentModeSwitchEvent,
     ErrorEvent,
     Event,
@@ -24,6 +33,7 @@ from webchat.events.models import (
     Usage,
     new_id,
     parse_event,
+    register_event_type,
 )
 from webchat.events.sinks import (
     CollectingSink,
@@ -34,8 +44,13 @@ from webchat.events.sinks import (
     JsonLinesSink,
 )
 
+for _lifecycle_event in LIFECYCLE_EVENTS:
+    register_event_type(_lifecycle_event)
+
 __all__ = [
     "EVENT_TYPES",
+    "GEPPETTO_EVENTS",
+    "LIFECYCLE_EVENTS",
     "AgentModeSwitchEvent",
     "CollectingSink",
     "ErrorEvent",
@@ -54,6 +69,10 @@ __all__ = [
     "LogEvent",
     "PartialEvent",
     "PartialThinkingEvent",
+    "RunCancelledEvent",
+    "RunFailedEvent",
+    "RunFinishedEvent",
+    "RunStartedEvent",
     "StartEvent",
     "ToolCall",
     "ToolCallEvent",
@@ -62,6 +81,8 @@ __all__ = [
     "ToolResult",
     "ToolResultEvent",
     "Usage",
+    "UserMessageEvent",
     "new_id",
     "parse_event",
+    "register_event_type",
 ]

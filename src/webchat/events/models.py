@@ -193,24 +193,32 @@ class GenericEvent(Event):
     """Any event type this server does not know; every field is kept as-is."""
 
 
-EVENT_TYPES: dict[str, type[Event]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
-        StartEvent,
-        PartialEvent,
-        PartialThinkingEvent,
-        FinalEvent,
-        InterruptEvent,
-        ErrorEvent,
-        ToolCallEvent,
-        ToolCallExecuteEvent,
-        ToolCallExecutionResultEvent,
-        ToolResultEvent,
-        LogEvent,
-        InfoEvent,
-        AgentModeSwitchEvent,
-    )
-}
+GEPPETTO_EVENTS: tuple[type[Event], ...] = (
+    StartEvent,
+    PartialEvent,
+    PartialThinkingEvent,
+    FinalEvent,
+    InterruptEvent,
+    ErrorEvent,
+    ToolCallEvent,
+    ToolCallExecuteEvent,
+    ToolCallExecutionResultEvent,
+    ToolResultEvent,
+    LogEvent,
+    InfoEvent,
+    AgentModeSwitchEvent,
+)
+EVENT_TYPES: dict[str, type[Event]] = {}
+
+
+def register_event_type(cls: type[Event]) -> type[Event]:
+    """Make ``parse_event`` decode ``cls``'s ``type`` into ``cls`` (usable as a decorator)."""
+    EVENT_TYPES[cls.model_fields["type"].default] = cls
+    return cls
+
+
+for _cls in GEPPETTO_EVENTS:
+    register_event_type(_cls)
 
 
 class EventParseError(ValueError):
