@@ -155,5 +155,7 @@ async def stream_inference(
     except Exception as exc:
         error = to_engine_error(exc)
         await stream.fail(error)
-        raise error from exc
+        # Not ``from exc``: SDK errors can quote the request (API key included), and a chained
+        # cause would print it in any traceback. The EngineError message says what happened.
+        raise error from None
     return await stream.finish(turn)
