@@ -1,0 +1,235 @@
+"""EngineBuilder: the one place that turns a profile and overrides into a running engine.
+
+``build_config`` resolves a request (profile slug + overrides) into an ``EngineConfig`` and
+rejects what the profile does not allow; ``build_from_config`` composes the provider engine,
+the middleware chain, the tool loop and the event sink for one conversation. Route handlers
+and the conversation manager never compose anything themselves.
+
+Middleware order on every model call: tool-result reorder (outermost), the configured
+middlewares in listed order, then the system prompt (innermost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from webchat.conversation.config import EngineConfig
+from webchat.engines import Engine, RunContext, StepSettings, create_engine
+from webchat.errors import InvalidRequestError, OverridesNotAllowedError
+from webchat.events import EventSink
+from webchat.middleware import (
+    Middleware,
+    compose,
+    system_prompt_middleware,
+    tool_result_reorder_middleware,
+    turn_logging_middleware,
+)
+from webchat.profiles import MiddlewareUse, Overrides, Profile, ProfileRegistry
+from webchat.tools import Tool, ToolLoop, ToolLoopSettings, ToolRegistry, calculator_tool
+from webchat.transport import TopicSink, Transport, topic_for
+from webchat.turns import Turn
+
+MiddlewareFactory = Callable[[dict[str, Any]], Middleware]
+ToolFactory = Callable[[], Tool]
+SinkWrapper = Callable[[str, EventSink], EventSink]
+"""Wraps a conversation's base sink (conv_id, sink) -> sink: filters, extractors, fan-out."""
+
+
+class ProviderKeys(BaseModel, frozen=True):
+    """Keys from the server's settings, used when a profile names a provider without a key."""
+
+    openai: SecretStr | None = None
+    anthropic: SecretStr | None = None
+
+    def for_api(self, api_type: str) -> SecretStr | None:
+        return {"openai": self.openai, "anthropic": self.anthropic}.get(api_type)
+
+
+@dataclass(frozen=True, slots=True)
+class _MiddlewareEntry:
+    factory: MiddlewareFactory
+    config_model: type[BaseModel] | None
+
+
+class ComposedEngine:
+    """A conversation's engine: provider + middlewares + tool loop, built from one config."""
+
+    def __init__(self, config: EngineConfig, provider: Engine, loop: ToolLoop) -> None:
+        self.config = config
+        self.provider = provider
+        self.loop = loop
+
+    async def run_inference(self, turn: Turn, ctx: RunContext) -> Turn:
+        return await self.loop.run(turn, ctx)
+
+    async def aclose(self) -> None:
+        close = getattr(self.provider, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class EngineBuilder:
+    def __init__(
+        self,
+        profiles: ProfileRegistry,
+        transport: Transport,
+        *,
+        provider_keys: ProviderKeys | None = None,
+        sink_wrappers: tuple[SinkWrapper, ...] = (),
+    ) -> None:
+        self.profiles = profiles
+        self.transport = transport
+        self.provider_keys = provider_keys or ProviderKeys()
+        self.sink_wrappers = sink_wrappers
+        self._middlewares: dict[str, _MiddlewareEntry] = {}
+        self._tools: dict[str, ToolFactory] = {}
+        self.register_middleware("logging", lambda config: turn_logging_middleware())
+        self.register_tool("calculator", calculator_tool)
+
+    # -- registries an application extends -------------------------------------------------
+
+    def register_middleware(
+        self,
+        name: str,
+        factory: MiddlewareFactory,
+        *,
+        config_model: type[BaseModel] | None = None,
+    ) -> None:
+        """Make middleware ``name`` usable in profiles and overrides; ``config_model``
+        validates its config at ``build_config`` time, so bad config is a 400, not a crash."""
+        self._middlewares[name] = _MiddlewareEntry(factory, config_model)
+
+    def register_tool(self, name: str, factory: ToolFactory) -> None:
+        self._tools[name] = factory
+
+    @property
+    def middleware_names(self) -> list[str]:
+        return sorted(self._middlewares)
+
+    @property
+    def tool_names(self) -> list[str]:
+        return sorted(self._tools)
+
+    # -- composition -----------------------------------------------------------------------
+
+    def build_config(
+        self, profile_slug: str, overrides: Overrides | Mapping[str, Any] | None = None
+    ) -> EngineConfig:
+        """The config a request asks for; raises 404/403/400-class errors on bad input."""
+        profile = self.profiles.get(profile_slug)
+        parsed = self._parse_overrides(overrides)
+        if not parsed.is_empty() and not profile.allow_overrides:
+            raise OverridesNotAllowedError(
+                f"profile {profile.slug!r} does not allow overrides", profile=profile.slug
+            )
+        middlewares = profile.middlewares if parsed.middlewares is None else parsed.middlewares
+        tools = profile.tools if parsed.tools is None else parsed.tools
+        config = EngineConfig(
+            profile_slug=profile.slug,
+            system_prompt=(
+                profile.default_prompt if parsed.system_prompt is None else parsed.system_prompt
+            ),
+            middlewares=tuple(self._check_middleware(use) for use in middlewares),
+            tools=tuple(self._check_tools(tools)),
+            step_settings=self._step_settings(profile, parsed.step_settings),
+            tool_loop=profile.tool_loop,
+        )
+        config.signature()  # fail here, as a bad request, if anything is not canonical JSON
+        return config
+
+    def build_from_config(
+        self, conv_id: str, config: EngineConfig
+    ) -> tuple[ComposedEngine, EventSink]:
+        provider = create_engine(config.step_settings)
+        chain = compose(
+            provider.run_inference,
+            [
+                tool_result_reorder_middleware,
+                *(self._make_middleware(use) for use in config.middlewares),
+                system_prompt_middleware(config.system_prompt),
+            ],
+        )
+        loop = ToolLoop(
+            chain,
+            ToolRegistry(self._tools[name]() for name in config.tools),
+            ToolLoopSettings(
+                max_iterations=config.tool_loop.max_iterations,
+                tool_timeout=config.tool_loop.tool_timeout,
+                max_parallel=config.tool_loop.max_parallel,
+                allowed_tools=frozenset(config.tools),
+            ),
+        )
+        sink: EventSink = TopicSink(self.transport, topic_for(conv_id))
+        for wrap in self.sink_wrappers:
+            sink = wrap(conv_id, sink)
+        return ComposedEngine(config, provider, loop), sink
+
+    # -- validation helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _parse_overrides(overrides: Overrides | Mapping[str, Any] | None) -> Overrides:
+        if overrides is None:
+            return Overrides()
+        if isinstance(overrides, Overrides):
+            return overrides
+        try:
+            return Overrides.model_validate(overrides)
+        except ValidationError as exc:
+            raise InvalidRequestError(f"invalid overrides: {_first_problem(exc)}") from None
+
+    def _check_middleware(self, use: MiddlewareUse) -> MiddlewareUse:
+        entry = self._middlewares.get(use.name)
+        if entry is None:
+            raise InvalidRequestError(
+                f"unknown middleware {use.name!r}; known: {', '.join(self.middleware_names)}"
+            )
+        if entry.config_model is not None:
+            try:
+                entry.config_model.model_validate(use.config)
+            except ValidationError as exc:
+                raise InvalidRequestError(
+                    f"invalid config for middleware {use.name!r}: {_first_problem(exc)}"
+                ) from None
+        return use
+
+    def _check_tools(self, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in self._tools]
+        if unknown:
+            raise InvalidRequestError(
+                f"unknown tool(s) {unknown}; known: {', '.join(self.tool_names)}"
+            )
+        return list(dict.fromkeys(names))  # keep order, drop repeats
+
+    def _step_settings(self, profile: Profile, changes: dict[str, Any] | None) -> StepSettings:
+        settings = profile.step_settings
+        if changes:
+            forbidden = sorted(set(changes) - set(profile.overridable_settings))
+            if forbidden:
+                raise InvalidRequestError(
+                    f"profile {profile.slug!r} does not let requests change {forbidden}; "
+                    f"allowed: {profile.overridable_settings}"
+                )
+            try:
+                settings = StepSettings.model_validate({**settings.model_dump(), **changes})
+            except ValidationError as exc:
+                raise InvalidRequestError(
+                    f"invalid step_settings override: {_first_problem(exc)}"
+                ) from None
+        if settings.api_key is None:
+            key = self.provider_keys.for_api(settings.api_type)
+            if key is not None:
+                settings = settings.model_copy(update={"api_key": key})
+        return settings
+
+    def _make_middleware(self, use: MiddlewareUse) -> Middleware:
+        return self._middlewares[use.name].factory(dict(use.config))
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else str(err["msg"])

@@ -1,0 +1,89 @@
+"""Profiles (named recipes for an agent) and per-request overrides."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from webchat.engines.settings import StepSettings
+
+BusyPolicy = Literal["reject", "enqueue", "interrupt"]
+
+OVERRIDABLE_SETTINGS = ("model", "temperature", "top_p", "max_tokens", "stop")
+"""Model settings a profile may let requests change. Never endpoints or keys."""
+
+
+class MiddlewareUse(BaseModel):
+    """A middleware by registered name, with its JSON configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=100)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("config")
+    @classmethod
+    def _json_only(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # A config that cannot be canonical JSON cannot be part of a signature.
+        try:
+            json.dumps(value, allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"middleware config is not JSON-serializable: {exc}") from exc
+        return value
+
+
+class ToolLoopOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_iterations: int = Field(default=5, ge=1, le=50)
+    tool_timeout: float = Field(default=30.0, gt=0, le=600)
+    max_parallel: int = Field(default=4, ge=1, le=64)
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    slug: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    display_name: str | None = None
+    default_prompt: str = ""
+    middlewares: list[MiddlewareUse] = Field(
+        default_factory=list, validation_alias=AliasChoices("middlewares", "default_middlewares")
+    )
+    tools: list[str] = Field(
+        default_factory=list, validation_alias=AliasChoices("tools", "default_tools")
+    )
+    step_settings: StepSettings = Field(default_factory=StepSettings)
+    allow_overrides: bool = False
+    overridable_settings: list[str] = Field(default_factory=lambda: list(OVERRIDABLE_SETTINGS))
+    tool_loop: ToolLoopOptions = Field(default_factory=ToolLoopOptions)
+    busy_policy: BusyPolicy | None = None
+
+    @field_validator("overridable_settings")
+    @classmethod
+    def _only_model_settings(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(OVERRIDABLE_SETTINGS)
+        if unknown:
+            raise ValueError(
+                f"{sorted(unknown)} cannot be overridable; choose from {OVERRIDABLE_SETTINGS}"
+            )
+        return value
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.slug
+
+
+class Overrides(BaseModel):
+    """What one request may change, if its profile allows overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system_prompt: str | None = Field(default=None, max_length=100_000)
+    middlewares: list[MiddlewareUse] | None = None
+    tools: list[str] | None = None
+    step_settings: dict[str, Any] | None = None
+
+    def is_empty(self) -> bool:
+        return all(v is None for v in self.model_dump().values())
