@@ -1,0 +1,243 @@
+"""The WebSocket clients of one conversation, each fed by its own writer task.
+
+Broadcasting must never wait for a client: a run streams tokens into every connection, and one
+stalled browser (or a dead network path that TCP has not noticed yet) would otherwise slow the
+run and every other viewer. So ``broadcast`` only appends to per-client queues and returns;
+each client's writer task does the sending. A client whose queue is full is dropped with close
+code 4008 and told where to resume, which costs it a reconnect instead of costing the others.
+
+``add`` and ``broadcast`` are synchronous on purpose: a joining client gets its backlog queued
+and is registered for live frames without an ``await`` in between, so in asyncio no frame can
+fall between the backlog and the live stream, or be in both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from typing import Any, Protocol
+
+from webchat.conversation.frames import Frame
+
+logger = logging.getLogger(__name__)
+
+SLOW_CONSUMER_CODE = 4008
+GOING_AWAY_CODE = 1001
+
+
+class Connection(Protocol):
+    """What the pool needs of a WebSocket (Starlette's ``WebSocket`` fits)."""
+
+    async def send_text(self, data: str, /) -> None: ...
+
+    async def close(self, code: int = 1000, reason: str = "", /) -> None: ...
+
+
+class Client:
+    """One connection's queue and resume point; created by ``ConnectionPool.add``."""
+
+    __slots__ = ("_exempt", "_items", "_task", "_wake", "closed", "conn", "last_seq")
+
+    def __init__(self, conn: Connection, last_seq: int | None) -> None:
+        self.conn = conn
+        self.closed = False
+        self.last_seq = last_seq
+        """The seq a reconnect should resume after: the last frame sent, or the join point."""
+        self._items: deque[Frame | str] = deque()
+        # Items at the head of the queue that were queued at join (greeting and backlog): they
+        # are already in memory in the frame buffer, so they do not count against the bound.
+        self._exempt = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Items waiting to be sent, backlog included."""
+        return len(self._items)
+
+    @property
+    def _live(self) -> int:
+        return len(self._items) - self._exempt
+
+    def _push(self, item: Frame | str) -> None:
+        if isinstance(item, Frame) and self.last_seq is None:
+            self.last_seq = item.seq - 1
+        self._items.append(item)
+        self._wake.set()
+
+    def __repr__(self) -> str:
+        return f"<Client last_seq={self.last_seq} queued={self.queued} closed={self.closed}>"
+
+
+class ConnectionPool:
+    """Clients of one conversation; see the module docstring.
+
+    ``on_idle`` runs when the last client leaves (removed, dropped or gone), not when the pool
+    itself is closed. ``clients_dropped`` counts slow-consumer drops only; clients whose send
+    failed were already gone.
+    """
+
+    def __init__(
+        self,
+        on_idle: Callable[[], None] | None = None,
+        max_queue: int = 1024,
+        *,
+        close_timeout: float = 5.0,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be >= 1")
+        self.on_idle = on_idle
+        self.max_queue = max_queue
+        self.close_timeout = close_timeout
+        self.frames_sent = 0
+        self.clients_dropped = 0
+        self._clients: dict[Client, None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def count(self) -> int:
+        return len(self._clients)
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def __iter__(self) -> Iterator[Client]:
+        return iter(list(self._clients))
+
+    def add(
+        self,
+        conn: Connection,
+        backlog: Sequence[Frame] = (),
+        *,
+        since: int | None = None,
+        hello: str | None = None,
+    ) -> Client:
+        """Register ``conn``: ``hello`` first, then ``backlog``, then every later broadcast.
+
+        ``since`` is the client's own resume point, reported back to it if it is dropped
+        before anything was sent; without it the first queued frame's seq stands in for it.
+        """
+        if self._closed:
+            raise RuntimeError("connection pool is closed")
+        client = Client(conn, since)
+        if hello is not None:
+            client._push(hello)
+        for frame in backlog:
+            client._push(frame)
+        client._exempt = len(client._items)
+        client._task = self._spawn(self._write(client), f"ws-writer {id(client):x}")
+        self._clients[client] = None
+        return client
+
+    def broadcast(self, frame: Frame) -> None:
+        """Queue ``frame`` for every client; never waits. Full clients are dropped."""
+        overflowing: list[Client] = []
+        for client in self._clients:
+            if client._live >= self.max_queue:
+                overflowing.append(client)
+            else:
+                client._push(frame)
+        for client in overflowing:
+            self._drop(client)
+
+    def send_direct(self, client: Client, text: str) -> bool:
+        """Queue a per-client message (``ws.hello``, ``ws.pong``) in order with the frames.
+
+        Returns whether it was queued: not when the client is gone or was just dropped.
+        """
+        if client.closed:
+            return False
+        if client._live >= self.max_queue:
+            self._drop(client)
+            return False
+        client._push(text)
+        return True
+
+    def remove(self, client: Client) -> None:
+        """Forget ``client`` and stop its writer; its connection is left to its owner."""
+        if self._detach(client) and client._task is not None:
+            client._task.cancel()
+
+    async def close(self) -> None:
+        """Close every client (code 1001) and wait for every task the pool started."""
+        self._closed = True
+        clients = list(self._clients)
+        self._clients.clear()
+        for client in clients:
+            client.closed = True
+            client._items.clear()
+            self._spawn(self._shutdown(client, GOING_AWAY_CODE, "conversation closed"), "ws-close")
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _detach(self, client: Client) -> bool:
+        """Take ``client`` out of the pool; True if it was in it."""
+        if client.closed or client not in self._clients:
+            return False
+        client.closed = True
+        del self._clients[client]
+        if not self._clients and not self._closed and self.on_idle is not None:
+            try:
+                self.on_idle()
+            except Exception:
+                logger.exception("connection pool on_idle callback failed")
+        return True
+
+    def _drop(self, client: Client) -> None:
+        if not self._detach(client):
+            return
+        self.clients_dropped += 1
+        reason = f"slow consumer: reconnect with since={client.last_seq or 0}"
+        logger.warning(
+            "dropping WebSocket client: %d frames queued (max %d); %s",
+            client.queued,
+            self.max_queue,
+            reason,
+        )
+        client._items.clear()
+        self._spawn(self._shutdown(client, SLOW_CONSUMER_CODE, reason), "ws-drop")
+
+    async def _shutdown(self, client: Client, code: int, reason: str) -> None:
+        task = client._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        await self._close_quietly(client, code, reason)
+
+    async def _close_quietly(self, client: Client, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await client.conn.close(code, reason)
+        except Exception as exc:  # the peer may be gone already; closing is best effort
+            logger.debug("closing WebSocket client failed: %r", exc)
+
+    async def _write(self, client: Client) -> None:
+        items = client._items
+        send = client.conn.send_text
+        while True:
+            if not items:
+                client._wake.clear()
+                await client._wake.wait()
+                continue
+            item = items.popleft()
+            if client._exempt:
+                client._exempt -= 1
+            try:
+                await send(item.json if isinstance(item, Frame) else item)
+            except Exception as exc:
+                logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)
+                if self._detach(client):
+                    await self._close_quietly(client, GOING_AWAY_CODE, "send failed")
+                return
+            if isinstance(item, Frame):
+                client.last_seq = item.seq
+                self.frames_sent += 1

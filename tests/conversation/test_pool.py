@@ -1,0 +1,260 @@
+import asyncio
+import inspect
+
+import pytest
+
+from webchat.conversation.buffer import FrameBuffer
+from webchat.conversation.frames import Frame
+from webchat.conversation.pool import SLOW_CONSUMER_CODE, ConnectionPool
+
+
+def frame(seq: int) -> Frame:
+    return Frame(seq=seq, type="llm.delta", data={"delta": f"t{seq}"}, conv_id="c")
+
+
+class FakeConnection:
+    """A WebSocket stand-in: ``stuck`` never completes a send; ``fail`` raises on send."""
+
+    def __init__(self, *, stuck: bool = False, fail: bool = False) -> None:
+        self.stuck = stuck
+        self.fail = fail
+        self.received: list[str] = []
+        self.close_calls: list[tuple[int, str]] = []
+        self.closed = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._never = asyncio.Event()
+
+    async def send_text(self, data: str, /) -> None:
+        if self.stuck:
+            await self._never.wait()
+        if self.fail:
+            raise RuntimeError("peer went away")
+        await asyncio.sleep(0)  # a real socket write yields to the loop
+        self.received.append(data)
+        self._progress.set()
+
+    async def close(self, code: int = 1000, reason: str = "", /) -> None:
+        self.close_calls.append((code, reason))
+        self.closed.set()
+
+    async def wait_for_count(self, count: int) -> None:
+        while len(self.received) < count:
+            self._progress.clear()
+            await self._progress.wait()
+
+
+@pytest.fixture
+async def no_leaked_tasks():
+    before = asyncio.all_tasks()
+    yield
+    leaked = asyncio.all_tasks() - before - {asyncio.current_task()}
+    assert not leaked, f"tasks still pending: {leaked}"
+
+
+async def test_stuck_client_is_dropped_without_delaying_the_others(no_leaked_tasks):
+    assert not inspect.iscoroutinefunction(ConnectionPool.broadcast)
+    assert not inspect.iscoroutinefunction(ConnectionPool.add)
+    pool = ConnectionPool(on_idle=None, max_queue=1024)
+    fast = [FakeConnection() for _ in range(3)]
+    stuck = FakeConnection(stuck=True)
+    for conn in fast:
+        pool.add(conn)
+    stuck_client = pool.add(stuck)
+    frames = [frame(seq) for seq in range(1, 5001)]
+
+    dropped_at = None
+    for item in frames:
+        assert pool.broadcast(item) is None  # returns at once, never a coroutine
+        if dropped_at is None and stuck_client.closed:
+            dropped_at = item.seq
+        # The stream coordinator yields between transport messages; so does this producer.
+        await asyncio.sleep(0)
+
+    async with asyncio.timeout(5):
+        for conn in fast:
+            await conn.wait_for_count(5000)
+        await stuck.closed.wait()
+
+    for conn in fast:
+        assert conn.received == [f.json for f in frames]
+        assert conn.close_calls == []
+    # Frame 1 is stuck in flight, then the queue holds 1024 more; the next one overflows it.
+    assert dropped_at is not None and 1024 < dropped_at <= 1026
+    assert stuck.received == []
+    code, reason = stuck.close_calls[0]
+    assert code == SLOW_CONSUMER_CODE == 4008
+    assert reason == "slow consumer: reconnect with since=0"
+    assert len(stuck.close_calls) == 1
+    assert pool.clients_dropped == 1
+    assert pool.count == 3
+    assert pool.frames_sent == 3 * 5000
+    await pool.close()
+
+
+async def test_drop_reason_names_the_last_frame_sent():
+    pool = ConnectionPool(max_queue=2)
+    conn = FakeConnection()
+    client = pool.add(conn)
+    pool.broadcast(frame(4))
+    pool.broadcast(frame(8))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(2)
+    conn.stuck = True
+    for seq in (12, 16, 20, 24):
+        pool.broadcast(frame(seq))
+        await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await conn.closed.wait()
+    assert client.closed
+    assert conn.close_calls == [(4008, "slow consumer: reconnect with since=8")]
+    await pool.close()
+
+
+async def test_backlog_then_live_has_no_gap_and_no_duplicate(no_leaked_tasks):
+    pool = ConnectionPool()
+    buffer = FrameBuffer()
+    late = FakeConnection()
+    joined = asyncio.Event()
+
+    def dispatch(item: Frame) -> None:
+        buffer.append(item)
+        pool.broadcast(item)
+
+    async def producer() -> None:
+        for seq in range(1, 401):
+            dispatch(frame(seq))
+            if seq == 150:
+                joined.set()
+            await asyncio.sleep(0)
+
+    async def join() -> None:
+        await joined.wait()
+        pool.add(late, buffer.since(0), hello="HELLO")
+
+    await asyncio.gather(producer(), join())
+    async with asyncio.timeout(5):
+        await late.wait_for_count(401)
+    assert late.received[0] == "HELLO"
+    assert late.received[1:] == [frame(seq).json for seq in range(1, 401)]
+    await pool.close()
+
+
+async def test_join_with_since_gets_only_later_frames():
+    pool = ConnectionPool()
+    buffer = FrameBuffer()
+    for seq in (4, 8, 9, 12):
+        buffer.append(frame(seq))
+    conn = FakeConnection()
+    client = pool.add(conn, buffer.since(8), since=8)
+    assert client.last_seq == 8
+    pool.broadcast(frame(16))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(3)
+    assert conn.received == [frame(s).json for s in (9, 12, 16)]
+    assert client.last_seq == 16
+    await pool.close()
+
+
+async def test_backlog_does_not_count_against_the_queue_bound():
+    pool = ConnectionPool(max_queue=10)
+    conn = FakeConnection()
+    backlog = [frame(seq) for seq in range(1, 101)]
+    pool.add(conn, backlog)
+    for seq in range(101, 106):
+        pool.broadcast(frame(seq))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(105)
+    assert conn.received == [frame(seq).json for seq in range(1, 106)]
+    assert pool.clients_dropped == 0
+    await pool.close()
+
+
+async def test_send_direct_is_ordered_with_frames():
+    pool = ConnectionPool()
+    conn = FakeConnection()
+    client = pool.add(conn, hello="hello")
+    pool.broadcast(frame(1))
+    assert pool.send_direct(client, "pong")
+    pool.broadcast(frame(2))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(4)
+    assert conn.received == ["hello", frame(1).json, "pong", frame(2).json]
+    assert pool.frames_sent == 2
+    pool.remove(client)
+    assert not pool.send_direct(client, "pong")
+    await pool.close()
+
+
+async def test_on_idle_runs_when_the_last_client_leaves():
+    calls: list[str] = []
+    pool = ConnectionPool(on_idle=lambda: calls.append("idle"))
+    first = pool.add(FakeConnection())
+    second = pool.add(FakeConnection())
+    pool.remove(first)
+    assert calls == []
+    pool.remove(first)  # removing twice is harmless
+    pool.remove(second)
+    assert calls == ["idle"]
+    assert pool.count == 0
+    await pool.close()
+    assert calls == ["idle"]  # closing the pool is not a client leaving
+
+
+async def test_dropped_last_client_makes_the_pool_idle():
+    calls: list[str] = []
+    pool = ConnectionPool(on_idle=lambda: calls.append("idle"), max_queue=1)
+    conn = FakeConnection(stuck=True)
+    pool.add(conn)
+    for seq in (1, 2, 3):
+        pool.broadcast(frame(seq))
+        await asyncio.sleep(0)
+    assert calls == ["idle"]
+    async with asyncio.timeout(5):
+        await conn.closed.wait()
+    await pool.close()
+
+
+async def test_send_error_removes_the_client():
+    calls: list[str] = []
+    pool = ConnectionPool(on_idle=lambda: calls.append("idle"))
+    good, gone = FakeConnection(), FakeConnection(fail=True)
+    pool.add(good)
+    gone_client = pool.add(gone)
+    pool.broadcast(frame(1))
+    async with asyncio.timeout(5):
+        await gone.closed.wait()
+        await good.wait_for_count(1)
+    assert gone_client.closed
+    assert pool.count == 1
+    assert pool.clients_dropped == 0
+    pool.broadcast(frame(2))
+    async with asyncio.timeout(5):
+        await good.wait_for_count(2)
+    assert calls == []
+    await pool.close()
+
+
+async def test_remove_stops_sending_and_leaves_the_connection_open():
+    pool = ConnectionPool()
+    conn = FakeConnection()
+    client = pool.add(conn)
+    pool.remove(client)
+    pool.broadcast(frame(1))
+    await pool.close()
+    assert conn.received == []
+    assert conn.close_calls == []
+
+
+async def test_close_closes_every_client_and_leaves_no_task(no_leaked_tasks):
+    pool = ConnectionPool()
+    conns = [FakeConnection(), FakeConnection(stuck=True), FakeConnection()]
+    for conn in conns:
+        pool.add(conn)
+    pool.broadcast(frame(1))
+    await asyncio.sleep(0)
+    await pool.close()
+    for conn in conns:
+        assert conn.close_calls == [(1001, "conversation closed")]
+    assert pool.count == 0
+    with pytest.raises(RuntimeError):
+        pool.add(FakeConnection())
