@@ -1,0 +1,465 @@
+"""The default store: one embedded SQLite file, written behind the streaming path.
+
+Writes are queued in memory by plain function calls and applied by a writer task the store
+owns, a batch at a time, each batch one transaction run in a worker thread. So a streaming
+run pays for an append to a deque, never for a disk sync, and a burst of frames costs one
+commit per batch rather than one per frame. The price is that the queue is unbounded: a
+stalled disk costs memory, not latency.
+
+A bad write must not take good ones down with it, nor stop later writes: when a batch fails
+it is rolled back and replayed one write per transaction, so only the writes that fail on
+their own are dropped (logged and counted in ``write_errors``).
+
+All database work happens in worker threads on one connection, serialised by a lock, so the
+writer and concurrent reads never use the connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from webchat.storage.base import ConversationRecord
+from webchat.turns.models import Turn
+
+if TYPE_CHECKING:
+    from webchat.conversation.frames import Frame
+
+logger = logging.getLogger("webchat.storage")
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    conv_id      TEXT PRIMARY KEY,
+    session_id   TEXT NOT NULL,
+    profile_slug TEXT NOT NULL,
+    overrides    TEXT,
+    signature    TEXT NOT NULL DEFAULT '',
+    title        TEXT NOT NULL DEFAULT '',
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    last_seq     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS conversations_by_update
+    ON conversations (updated_at DESC, conv_id DESC);
+CREATE TABLE IF NOT EXISTS turns (
+    conv_id TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    turn_id TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (conv_id, idx)
+);
+CREATE TABLE IF NOT EXISTS frames (
+    conv_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    json    TEXT NOT NULL,
+    PRIMARY KEY (conv_id, seq)
+);
+"""
+
+# ``created_at`` is deliberately not updated: it records the first save.
+_UPSERT_CONVERSATION = """
+INSERT INTO conversations (conv_id, session_id, profile_slug, overrides, signature, title,
+                           created_at, updated_at, last_seq)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (conv_id) DO UPDATE SET
+    session_id = excluded.session_id,
+    profile_slug = excluded.profile_slug,
+    overrides = excluded.overrides,
+    signature = excluded.signature,
+    title = excluded.title,
+    updated_at = excluded.updated_at,
+    last_seq = excluded.last_seq
+"""
+
+# DO NOTHING only swallows the uniqueness conflict (a frame seen twice, e.g. by two
+# coordinators); INSERT OR IGNORE would also hide NOT NULL violations, i.e. real bugs.
+_INSERT_FRAME = """
+INSERT INTO frames (conv_id, seq, type, json) VALUES (?, ?, ?, ?)
+ON CONFLICT (conv_id, seq) DO NOTHING
+"""
+
+_UPSERT_TURN = """
+INSERT INTO turns (conv_id, idx, turn_id, body) VALUES (?, ?, ?, ?)
+ON CONFLICT (conv_id, idx) DO UPDATE SET turn_id = excluded.turn_id, body = excluded.body
+"""
+
+# A record saved before its frames were written says less than the timeline does, so the
+# last seq read back is whichever is larger.
+_SELECT_CONVERSATION = """
+SELECT c.conv_id, c.session_id, c.profile_slug, c.overrides, c.signature, c.title,
+       c.created_at, c.updated_at,
+       max(c.last_seq, coalesce((SELECT max(f.seq) FROM frames f WHERE f.conv_id = c.conv_id), 0))
+FROM conversations c
+"""
+
+_SELECT_LAST_SEQ = """
+SELECT max(coalesce((SELECT last_seq FROM conversations WHERE conv_id = ?), 0),
+           coalesce((SELECT max(seq) FROM frames WHERE conv_id = ?), 0))
+"""
+
+_Write = tuple[str, tuple[Any, ...]]
+_T = TypeVar("_T")
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written by a newer version of this schema than this code knows."""
+
+
+class SQLiteStore:
+    """Conversations, turns and frames in one SQLite database (a file, or ``":memory:"``)."""
+
+    def __init__(self, path: str | Path, *, batch_size: int = 500) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._path = str(path)
+        self._batch_size = batch_size
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._pending: deque[_Write] = deque()
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Writes are accepted until the writer has drained the queue for good, so a stream
+        # still finishing while the store closes is written, not dropped.
+        self._accepting = True
+        self._close_task: asyncio.Task[None] | None = None
+        self._closed = False
+        # Writes are numbered as they are queued; flush waits for its number to be written.
+        self._enqueued = 0
+        self._done = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._writes_applied = 0
+        self._write_errors = 0
+        self._dropped = 0
+
+    @property
+    def queued(self) -> int:
+        """Writes accepted but not yet taken by the writer."""
+        return len(self._pending)
+
+    @property
+    def writes_applied(self) -> int:
+        return self._writes_applied
+
+    @property
+    def write_errors(self) -> int:
+        return self._write_errors
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Prepare the database and start writing; writes queued before this are kept."""
+        if self._closed or self._close_task is not None:
+            raise RuntimeError("store is closed")
+        if self._conn is not None:
+            return
+        self._conn = await asyncio.to_thread(self._connect)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"sqlite-writer:{self._path}")
+        self._writer.add_done_callback(self._writer_stopped)
+        if self._pending:
+            self._wakeup.set()
+
+    async def close(self) -> None:
+        """Write everything queued, then close. Safe to call twice or concurrently."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close())
+        # Shielded: a caller giving up on close must not abandon the final flush half way.
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        writer = self._writer
+        if writer is not None:
+            # wait() rather than await: the writer's own failure must not abort the close.
+            await asyncio.wait([writer])
+            if writer.cancelled():
+                logger.error("storage writer for %s was cancelled", self._path)
+            elif (error := writer.exception()) is not None:
+                logger.error("storage writer for %s failed", self._path, exc_info=error)
+        self._accepting = False
+        if self._pending:
+            logger.error("closing %s with %d unwritten writes", self._path, len(self._pending))
+            self._write_errors += len(self._pending)
+            self._pending.clear()
+        # Whatever was not written by now never will be; a later flush has nothing to wait for.
+        self._done = self._enqueued
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await asyncio.to_thread(self._close_connection, conn)
+        self._closed = True
+        self._fail_waiters(RuntimeError("store closed"))
+
+    # -- writes (never block) ------------------------------------------------------------
+
+    def save_conversation(self, record: ConversationRecord) -> None:
+        overrides = None if record.overrides is None else json.dumps(record.overrides)
+        self._enqueue(
+            "conversation",
+            (
+                record.conv_id,
+                record.session_id,
+                record.profile_slug,
+                overrides,
+                record.signature,
+                record.title,
+                record.created_at,
+                record.updated_at,
+                record.last_seq,
+            ),
+        )
+
+    def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
+        for frame in frames:
+            self._enqueue("frame", (conv_id, frame.seq, frame.type, frame.json))
+
+    def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:
+        # Serialised now, not when written: turns are mutable, and the caller means the turn
+        # as it is at this call.
+        self._enqueue("turn", (conv_id, index, turn.id, turn.model_dump_json()))
+
+    def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:
+        if not self._accepting:
+            # Raising here would break a stream that outlived shutdown; losing the write is
+            # the lesser harm, and it is counted.
+            self._write_errors += 1
+            self._dropped += 1
+            if self._dropped == 1:  # once: a stream outliving shutdown would flood the log
+                logger.warning(
+                    "store %s is closed; dropping a %s write (further drops only counted)",
+                    self._path,
+                    kind,
+                )
+            return
+        self._pending.append((kind, params))
+        self._enqueued += 1
+        self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Return once every write queued before this call has been applied (or failed)."""
+        target = self._enqueued
+        if self._done >= target:
+            return
+        if self._writer is None or self._writer.done():
+            raise RuntimeError("store is not open")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        await future
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_conversation(self, conv_id: str) -> ConversationRecord | None:
+        rows = await self._read(self._query, _SELECT_CONVERSATION + "WHERE c.conv_id = ?", conv_id)
+        return _record(rows[0]) if rows else None
+
+    async def list_conversations(
+        self, *, limit: int = 100, offset: int = 0
+    ) -> list[ConversationRecord]:
+        """Newest activity first."""
+        sql = _SELECT_CONVERSATION + "ORDER BY c.updated_at DESC, c.conv_id DESC LIMIT ? OFFSET ?"
+        rows = await self._read(self._query, sql, limit, offset)
+        return [_record(row) for row in rows]
+
+    async def load_turns(self, conv_id: str) -> list[Turn]:
+        sql = "SELECT body FROM turns WHERE conv_id = ? ORDER BY idx"
+        rows = await self._read(self._query, sql, conv_id)
+        return [Turn.model_validate_json(body) for (body,) in rows]
+
+    async def frames_since(
+        self, conv_id: str, seq: int, *, limit: int = 10_000
+    ) -> list[tuple[int, str]]:
+        """The stored wire text of frames after ``seq``, ready to resend as is."""
+        sql = "SELECT seq, json FROM frames WHERE conv_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        rows = await self._read(self._query, sql, conv_id, seq, limit)
+        return [(int(s), str(text)) for s, text in rows]
+
+    async def last_seq(self, conv_id: str) -> int:
+        """The highest frame seq stored or recorded for the conversation; 0 if none."""
+        rows = await self._read(self._query, _SELECT_LAST_SEQ, conv_id, conv_id)
+        return int(rows[0][0])
+
+    async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
+        # A caller that wrote and then reads expects to see its write.
+        await self.flush()
+        if self._conn is None:
+            raise RuntimeError("store is closed" if self._closed else "store is not open")
+        return await asyncio.to_thread(fn, *args)
+
+    # -- worker-thread side --------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        in_memory = self._path == ":memory:" or self._path.startswith("file::memory:")
+        if not in_memory and self._path:
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are begun and ended explicitly, one per batch.
+        conn = sqlite3.connect(
+            self._path, timeout=10.0, isolation_level=None, check_same_thread=False
+        )
+        try:
+            with self._lock:
+                if not in_memory:
+                    # WAL lets readers (other processes, backups) run while the writer commits;
+                    # synchronous=NORMAL is durable across a process crash, which is what a
+                    # chat timeline needs, at a fraction of FULL's fsync cost.
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    conn.execute("PRAGMA synchronous=NORMAL")
+                self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self._path} has schema version {version}; this server knows up to "
+                    f"{SCHEMA_VERSION}"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _close_connection(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            conn.close()
+
+    def _query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._require_conn()
+            return conn.execute(sql, params).fetchall()
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("store is closed")
+        return self._conn
+
+    def _apply(self, batch: list[_Write]) -> tuple[int, int]:
+        """Apply ``batch`` in one transaction; returns (applied, failed)."""
+        with self._lock:
+            conn = self._require_conn()
+            try:
+                self._run_in_transaction(conn, batch)
+                return len(batch), 0
+            except Exception:
+                logger.exception(
+                    "writing a batch of %d to %s failed; retrying one at a time",
+                    len(batch),
+                    self._path,
+                )
+            failed = 0
+            for write in batch:
+                try:
+                    self._run_in_transaction(conn, [write])
+                except Exception:
+                    failed += 1
+                    if failed == 1:
+                        logger.exception("a %s write to %s failed", write[0], self._path)
+            if failed > 1:
+                logger.error("%d of %d writes to %s failed", failed, len(batch), self._path)
+            return len(batch) - failed, failed
+
+    @staticmethod
+    def _run_in_transaction(conn: sqlite3.Connection, batch: list[_Write]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            start = 0
+            # Consecutive writes of one kind go in one executemany; order is kept.
+            while start < len(batch):
+                kind = batch[start][0]
+                end = start
+                while end < len(batch) and batch[end][0] == kind:
+                    end += 1
+                conn.executemany(_SQL[kind], [params for _, params in batch[start:end]])
+                start = end
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- the writer task -----------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    self._accepting = False
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            count = min(self._batch_size, len(self._pending))
+            batch = [self._pending.popleft() for _ in range(count)]
+            try:
+                applied, failed = await asyncio.to_thread(self._apply, batch)
+            except Exception:
+                # _apply handles database errors; this is a bug, and the writer must live on.
+                logger.exception("storage writer for %s hit an unexpected error", self._path)
+                applied, failed = 0, len(batch)
+            self._writes_applied += applied
+            self._write_errors += failed
+            self._done += len(batch)
+            self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        still_waiting = []
+        for target, future in self._waiters:
+            if future.done():
+                continue
+            if target <= self._done:
+                future.set_result(None)
+            else:
+                still_waiting.append((target, future))
+        self._waiters = still_waiting
+
+    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
+        # Without this, a flush waiting on a writer that was cancelled would wait forever.
+        if self._waiters:
+            self._fail_waiters(RuntimeError("storage writer stopped"))
+
+    def _fail_waiters(self, error: Exception) -> None:
+        waiters, self._waiters = self._waiters, []
+        for _, future in waiters:
+            if not future.done():
+                future.set_exception(error)
+
+
+_SQL: Final = {
+    "conversation": _UPSERT_CONVERSATION,
+    "frame": _INSERT_FRAME,
+    "turn": _UPSERT_TURN,
+}
+
+
+def _record(row: tuple[Any, ...]) -> ConversationRecord:
+    conv_id, session_id, slug, overrides, signature, title, created, updated, last_seq = row
+    return ConversationRecord(
+        conv_id=conv_id,
+        session_id=session_id,
+        profile_slug=slug,
+        overrides=None if overrides is None else json.loads(overrides),
+        signature=signature,
+        title=title,
+        created_at=created,
+        updated_at=updated,
+        last_seq=last_seq,
+    )
