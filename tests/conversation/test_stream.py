@@ -195,10 +195,10 @@ async def test_stop_keeps_the_subscription_for_a_successor(transport, no_leaked_
 async def test_resume_from_a_frame_in_the_middle_of_an_event(transport):
     meta = EventMeta(message_id="m")
     event = PartialThinkingEvent(meta=meta, delta="a", completion="a")
-    await transport.publish(TOPIC, event.to_json().encode())
+    first = await transport.publish(TOPIC, event.to_json().encode())
     await transport.publish(TOPIC, log_event(1))
-    # The client got the first frame (llm.thinking.start) of message 1 only.
-    since = FRAMES_PER_EVENT * 1 + 0
+    # The client got the first frame (llm.thinking.start) of the first message only.
+    since = FRAMES_PER_EVENT * first.seq + 0
     subscription = await transport.subscribe(TOPIC, after_seq=transport_after_seq(since))
     collector = Collector()
     coordinator = StreamCoordinator(CONV, subscription, on_frames=collector, start_seq=since)

@@ -9,7 +9,7 @@ conversation swaps its engine while keeping its history.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from webchat.engines.base import Handler, RunContext, SnapshotHook
 from webchat.events import EventSink, new_id
@@ -46,6 +46,11 @@ class InferenceHandle:
     @property
     def done(self) -> bool:
         return self._task is not None and self._task.done()
+
+    def add_done_callback(self, callback: Callable[[InferenceHandle], None]) -> None:
+        """Call ``callback(handle)`` once the inference has ended, however it ended."""
+        assert self._task is not None
+        self._task.add_done_callback(lambda _: callback(self))
 
     def cancel(self) -> bool:
         """Request cancellation; returns False if the inference had already finished."""

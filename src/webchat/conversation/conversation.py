@@ -1,0 +1,208 @@
+"""A conversation: what one chat owns, and how a run travels through it.
+
+Flow of a run: ``start_run`` -> session -> engine (middlewares, tool loop) -> sink ->
+transport topic -> subscription -> stream coordinator (seq, frames) -> resume buffer and
+connection pool -> browsers. The user's prompt and the run's start and end are published on
+the same path as model events, so every client (and every replay) sees one ordered timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from webchat.conversation.buffer import FrameBuffer
+from webchat.conversation.builder import ComposedEngine
+from webchat.conversation.config import EngineConfig
+from webchat.conversation.frames import Frame
+from webchat.conversation.pool import Client, Connection, ConnectionPool
+from webchat.conversation.stream import StreamCoordinator
+from webchat.engines import Handler, RunContext
+from webchat.events import (
+    EventSink,
+    RunCancelledEvent,
+    RunFailedEvent,
+    RunFinishedEvent,
+    RunStartedEvent,
+    UserMessageEvent,
+)
+from webchat.sessions import InferenceHandle, Session
+from webchat.transport import Subscription
+from webchat.turns import Turn
+
+FrameListener = Callable[[str, Sequence[Frame]], None]
+"""Sees every frame of a conversation right after it is dispatched (e.g. to persist it)."""
+
+
+def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Handler:
+    """Wrap an engine so each run publishes its prompt, its start, and exactly one ending."""
+
+    async def run(turn: Turn, ctx: RunContext) -> Turn:
+        try:
+            return await _run(turn, ctx)
+        finally:
+            on_done()
+
+    async def _run(turn: Turn, ctx: RunContext) -> Turn:
+        await ctx.publish(UserMessageEvent(meta=ctx.meta(), text=turn.last_user_text()))
+        await ctx.publish(RunStartedEvent(meta=ctx.meta(), profile=engine.config.profile_slug))
+        try:
+            result = await engine.run_inference(turn, ctx)
+        except asyncio.CancelledError:
+            await ctx.publish(RunCancelledEvent(meta=ctx.meta(), reason="cancelled"))
+            raise
+        except Exception as exc:
+            await ctx.publish(RunFailedEvent(meta=ctx.meta(), error=str(exc) or type(exc).__name__))
+            raise
+        await ctx.publish(RunFinishedEvent(meta=ctx.meta(stop_reason=result.metadata.stop_reason)))
+        return result
+
+    return run
+
+
+class Conversation:
+    """Session, engine, sink, subscription, stream, pool and resume buffer of one ``conv_id``.
+
+    Engine, sink, subscription and stream are replaced together by the manager on a rebuild;
+    session (history), pool (clients) and buffer (seq) live as long as the conversation.
+    """
+
+    def __init__(
+        self,
+        conv_id: str,
+        *,
+        config: EngineConfig,
+        engine: ComposedEngine,
+        sink: EventSink,
+        subscription: Subscription,
+        close_on_replace: bool,
+        buffer_frames: int = 10_000,
+        overrides: Mapping[str, Any] | None = None,
+        session_id: str | None = None,
+        turns: Sequence[Turn] = (),
+        start_seq: int = 0,
+        frame_listener: FrameListener | None = None,
+    ) -> None:
+        self.conv_id = conv_id
+        self.overrides = dict(overrides) if overrides else None
+        self.frame_listener = frame_listener
+        self.config = config
+        self.signature = config.signature()
+        self.engine = engine
+        self.sink = sink
+        self.subscription = subscription
+        self.close_on_replace = close_on_replace
+        self.rebuilds = 0
+        self.queued = 0
+        """Runs waiting for the active one to end (kept by the run scheduler)."""
+        self.last_activity = time.monotonic()
+        self.buffer = FrameBuffer(buffer_frames, after_seq=start_seq)
+        self.pool = ConnectionPool(on_idle=self.touch)
+        self.session = Session(
+            lifecycle_runner(engine, self.touch),
+            session_id=session_id,
+            turns=turns,
+            sinks=[sink],
+        )
+        self.stream = StreamCoordinator(
+            conv_id, subscription, on_frames=self._dispatch, start_seq=start_seq
+        )
+
+    @property
+    def profile_slug(self) -> str:
+        return self.config.profile_slug
+
+    @property
+    def last_seq(self) -> int:
+        return self.buffer.last_seq
+
+    @property
+    def is_running(self) -> bool:
+        return self.session.is_running
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+    def _dispatch(self, frames: Sequence[Frame]) -> None:
+        # Synchronous on purpose: buffer and pool see each frame with no await in between,
+        # which is what makes ``attach`` (backlog, then live) free of gaps and duplicates.
+        for frame in frames:
+            self.buffer.append(frame)
+            self.pool.broadcast(frame)
+        if self.frame_listener is not None:
+            self.frame_listener(self.conv_id, frames)
+
+    def attach(
+        self,
+        conn: Connection,
+        since: int | None = None,
+        *,
+        older: Sequence[Frame] = (),
+        hello: str | None = None,
+    ) -> Client:
+        """Add a client: ``hello``, then every frame after ``since``, then live frames.
+
+        ``older`` are frames after ``since`` that the buffer no longer holds (read from
+        storage by the caller); the rest comes from the buffer in the same synchronous step
+        as the registration, so no frame is missed or sent twice.
+        """
+        self.touch()
+        backlog: list[Frame] = []
+        if since is not None:
+            backlog = list(older)
+            backlog += self.buffer.since(backlog[-1].seq if backlog else since)
+        return self.pool.add(conn, backlog, since=since, hello=hello)
+
+    def detach(self, client: Client) -> None:
+        self.pool.remove(client)
+        self.touch()
+
+    def start_run(self, prompt: str) -> InferenceHandle:
+        """Start an inference; raises ``SessionBusyError`` when one is already running."""
+        self.touch()
+        return self.session.start_inference(prompt)
+
+    def replace_engine(
+        self,
+        config: EngineConfig,
+        overrides: Mapping[str, Any] | None,
+        engine: ComposedEngine,
+        sink: EventSink,
+        subscription: Subscription,
+        close_on_replace: bool,
+    ) -> None:
+        """Swap in a rebuilt engine; the caller has stopped the old stream and starts the new."""
+        self.config = config
+        self.overrides = dict(overrides) if overrides else None
+        self.signature = config.signature()
+        self.engine = engine
+        self.sink = sink
+        self.subscription = subscription
+        self.close_on_replace = close_on_replace
+        self.session.runner = lifecycle_runner(engine, self.touch)
+        self.session.sinks = (sink,)
+        self.stream = StreamCoordinator(
+            self.conv_id,
+            subscription,
+            on_frames=self._dispatch,
+            start_seq=self.stream.last_seq,
+            translator=self.stream.translator,  # a message streaming across the swap stays whole
+        )
+        self.rebuilds += 1
+
+    async def close(self) -> None:
+        """Cancel a running inference, stop streaming, disconnect clients, release the engine."""
+        active = self.session.active
+        if active is not None:
+            active.cancel()
+            with contextlib.suppress(Exception):
+                await active.wait()
+        if self.close_on_replace:
+            await self.stream.close()
+        else:
+            await self.stream.stop()
+        await self.pool.close()
+        await self.engine.aclose()

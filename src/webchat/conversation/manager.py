@@ -1,0 +1,329 @@
+"""ConversationManager: creates, rebuilds and evicts conversations.
+
+The decisions (DESIGN section 2):
+
+1. Joining (WebSocket) never rebuilds; it creates the conversation only if it is absent.
+2. No rebuild under a running inference: a run request with a different config while a run
+   is active raises ``ConversationBusyError`` and the caller applies its busy policy.
+3. A rebuild replaces engine, sink, subscription and stream, and keeps session (history),
+   connection pool (clients) and the frame ordinal ``seq``.
+4. Identical inputs (same signature) return the same conversation with nothing rebuilt.
+5. Concurrent calls for one ``conv_id`` build once (a lock per conversation); building one
+   conversation never blocks another.
+6. A conversation without clients, run or queued work for ``evict_after`` seconds is evicted.
+
+With a store, a conversation that is not in memory (evicted, or the server restarted) comes
+back with its session id, history, profile, overrides and seq, and every frame is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from webchat.conversation.builder import EngineBuilder
+from webchat.conversation.config import EngineConfig
+from webchat.conversation.conversation import Conversation
+from webchat.conversation.frames import Frame, transport_after_seq
+from webchat.conversation.subscribers import SubscriberFactory
+from webchat.errors import ConversationBusyError, UnknownConversationError, WebchatError
+from webchat.profiles import Overrides
+from webchat.storage import ConversationRecord, Store
+from webchat.turns import Turn
+
+log = logging.getLogger("webchat.conversations")
+
+
+class ConversationManager:
+    def __init__(
+        self,
+        builder: EngineBuilder,
+        subscribers: SubscriberFactory,
+        *,
+        evict_after: float = 600.0,
+        buffer_frames: int = 10_000,
+        store: Store | None = None,
+    ) -> None:
+        self.builder = builder
+        self.subscribers = subscribers
+        self.store = store
+        self.evict_after = evict_after
+        self.buffer_frames = buffer_frames
+        self._conversations: dict[str, Conversation] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._records: dict[str, ConversationRecord] = {}
+        # Counters of conversations that are gone, so totals never go backwards.
+        self._retired = {"frames_sent": 0, "clients_dropped": 0, "rebuilds": 0}
+        self._saved_turns: dict[str, int] = {}
+        self.builds = 0
+        self.evictions = 0
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def get(self, conv_id: str) -> Conversation:
+        try:
+            return self._conversations[conv_id]
+        except KeyError:
+            raise UnknownConversationError(
+                f"unknown conversation {conv_id!r}", conv_id=conv_id
+            ) from None
+
+    def find(self, conv_id: str) -> Conversation | None:
+        return self._conversations.get(conv_id)
+
+    def all(self) -> list[Conversation]:
+        return list(self._conversations.values())
+
+    def __len__(self) -> int:
+        return len(self._conversations)
+
+    # -- get or create ---------------------------------------------------------------------
+
+    async def join(self, conv_id: str, profile_slug: str) -> Conversation:
+        """For a client joining: the existing conversation as it is, or a new one."""
+        existing = self._conversations.get(conv_id)
+        if existing is not None:
+            existing.touch()
+            return existing
+        config = self.builder.build_config(profile_slug)
+        async with self._lock(conv_id):
+            existing = self._conversations.get(conv_id)
+            if existing is not None:
+                return existing
+            record = await self._stored(conv_id)
+            overrides: dict[str, Any] | None = None
+            if record is not None:
+                try:  # come back as it was, if its profile still exists
+                    config = self.builder.build_config(record.profile_slug, record.overrides)
+                    overrides = record.overrides
+                except WebchatError:
+                    log.warning("conversation %s: stored profile unusable", conv_id)
+            return await self._create(conv_id, config, overrides, record)
+
+    async def get_or_create(
+        self,
+        conv_id: str,
+        profile_slug: str,
+        overrides: Overrides | Mapping[str, Any] | None = None,
+    ) -> Conversation:
+        """For a run request: a conversation whose engine matches the request's config."""
+        config = self.builder.build_config(profile_slug, overrides)  # 400/403/404 before locking
+        overrides_data = _as_dict(overrides)
+        signature = config.signature()
+        existing = self._conversations.get(conv_id)
+        if existing is not None and existing.signature == signature:
+            existing.touch()
+            return existing
+        async with self._lock(conv_id):
+            existing = self._conversations.get(conv_id)
+            if existing is None:
+                record = await self._stored(conv_id)
+                return await self._create(conv_id, config, overrides_data, record)
+            if existing.signature != signature:
+                await self._rebuild(existing, config, overrides_data)
+            existing.touch()
+            return existing
+
+    def _lock(self, conv_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(conv_id, asyncio.Lock())
+
+    async def _stored(self, conv_id: str) -> ConversationRecord | None:
+        return await self.store.get_conversation(conv_id) if self.store is not None else None
+
+    async def _create(
+        self,
+        conv_id: str,
+        config: EngineConfig,
+        overrides: dict[str, Any] | None,
+        record: ConversationRecord | None,
+    ) -> Conversation:
+        turns: list[Turn] = []
+        start_seq = 0
+        if record is not None and self.store is not None:
+            turns = await self.store.load_turns(conv_id)
+            start_seq = max(record.last_seq, await self.store.last_seq(conv_id))
+            self._records[conv_id] = record
+            self._saved_turns[conv_id] = len(turns)
+        engine, sink = self.builder.build_from_config(conv_id, config)
+        subscription, close_on_replace = await self.subscribers(
+            conv_id, after_seq=transport_after_seq(start_seq) if start_seq else None
+        )
+        conversation = Conversation(
+            conv_id,
+            config=config,
+            engine=engine,
+            sink=sink,
+            subscription=subscription,
+            close_on_replace=close_on_replace,
+            buffer_frames=self.buffer_frames,
+            overrides=overrides,
+            session_id=record.session_id if record else None,
+            turns=turns,
+            start_seq=start_seq,
+            frame_listener=self._persist_frames if self.store is not None else None,
+        )
+        await conversation.stream.start()
+        self._conversations[conv_id] = conversation
+        self.builds += 1
+        if record is None:
+            self.persist(conversation)
+        log.info(
+            "conversation %s %s (profile %s)",
+            conv_id,
+            "restored" if record else "created",
+            config.profile_slug,
+        )
+        return conversation
+
+    def _persist_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
+        if self.store is not None:
+            self.store.append_frames(conv_id, frames)
+
+    def persist(self, conversation: Conversation, *, title: str | None = None) -> None:
+        """Queue the conversation's record (and any new turns) for the store; never waits."""
+        if self.store is None:
+            return
+        now = time.time()
+        previous = self._records.get(conversation.conv_id)
+        record = ConversationRecord(
+            conv_id=conversation.conv_id,
+            session_id=conversation.session.session_id,
+            profile_slug=conversation.profile_slug,
+            overrides=conversation.overrides,
+            signature=conversation.signature,
+            title=(previous.title if previous and previous.title else (title or "")[:80]),
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+            last_seq=conversation.last_seq,
+        )
+        self._records[conversation.conv_id] = record
+        self.store.save_conversation(record)
+        for index in range(
+            self._saved_turns.get(conversation.conv_id, 0), len(conversation.session.turns)
+        ):
+            self.store.save_turn(conversation.conv_id, index, conversation.session.turns[index])
+        self._saved_turns[conversation.conv_id] = len(conversation.session.turns)
+
+    async def _rebuild(
+        self, conversation: Conversation, config: EngineConfig, overrides: dict[str, Any] | None
+    ) -> None:
+        if conversation.is_running:
+            active = conversation.session.active
+            raise ConversationBusyError(
+                "a run is active; the engine cannot change until it ends",
+                conv_id=conversation.conv_id,
+                inference_id=active.inference_id if active else None,
+                last_seq=conversation.last_seq,
+            )
+        engine, sink = self.builder.build_from_config(conversation.conv_id, config)
+        old_engine = conversation.engine
+        last_seq = conversation.stream.last_seq
+        if conversation.close_on_replace:
+            await conversation.stream.close()
+        else:
+            await conversation.stream.stop()
+        subscription, close_on_replace = await self.subscribers(
+            conversation.conv_id, after_seq=transport_after_seq(last_seq)
+        )
+        conversation.replace_engine(config, overrides, engine, sink, subscription, close_on_replace)
+        await conversation.stream.start()
+        await old_engine.aclose()
+        self.builds += 1
+        self.persist(conversation)
+        log.info(
+            "conversation %s rebuilt (profile %s, rebuild #%d)",
+            conversation.conv_id,
+            config.profile_slug,
+            conversation.rebuilds,
+        )
+
+    # -- counters --------------------------------------------------------------------------
+
+    def frames_sent_total(self) -> int:
+        live = sum(c.pool.frames_sent for c in self._conversations.values())
+        return self._retired["frames_sent"] + live
+
+    def clients_dropped_total(self) -> int:
+        live = sum(c.pool.clients_dropped for c in self._conversations.values())
+        return self._retired["clients_dropped"] + live
+
+    def rebuilds_total(self) -> int:
+        return self._retired["rebuilds"] + sum(c.rebuilds for c in self._conversations.values())
+
+    # -- eviction and shutdown -------------------------------------------------------------
+
+    def is_idle(self, conversation: Conversation, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        return (
+            conversation.pool.count == 0
+            and not conversation.is_running
+            and conversation.queued == 0
+            and now - conversation.last_activity >= self.evict_after
+        )
+
+    async def evict_idle(self, now: float | None = None) -> list[str]:
+        """Evict every idle conversation now; returns their ids."""
+        evicted = []
+        for conv_id, conversation in list(self._conversations.items()):
+            if not self.is_idle(conversation, now):
+                continue
+            async with self._lock(conv_id):
+                if self._conversations.get(conv_id) is not conversation:
+                    continue
+                if not self.is_idle(conversation, now):
+                    continue
+                await self._remove(conv_id)
+                self.evictions += 1
+                evicted.append(conv_id)
+        return evicted
+
+    async def _remove(self, conv_id: str) -> None:
+        conversation = self._conversations.pop(conv_id)
+        await conversation.close()
+        self.persist(conversation)
+        self._records.pop(conv_id, None)
+        self._saved_turns.pop(conv_id, None)
+        self._retired["frames_sent"] += conversation.pool.frames_sent
+        self._retired["clients_dropped"] += conversation.pool.clients_dropped
+        self._retired["rebuilds"] += conversation.rebuilds
+        await self.subscribers.release(conv_id)
+        self._locks.pop(conv_id, None)
+        log.info("conversation %s closed", conv_id)
+
+    def start(self, sweep_every: float | None = None) -> None:
+        """Start the background eviction sweep (owned; stopped by ``close``)."""
+        if self._sweeper is None:
+            interval = sweep_every or max(1.0, min(60.0, self.evict_after / 4))
+            self._sweeper = asyncio.create_task(self._sweep(interval), name="conversation-sweeper")
+
+    async def _sweep(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.evict_idle()
+            except Exception:
+                log.exception("eviction sweep failed")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for conv_id in list(self._conversations):
+            await self._remove(conv_id)
+
+
+def _as_dict(overrides: Overrides | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if overrides is None:
+        return None
+    if isinstance(overrides, Overrides):
+        data = overrides.model_dump(mode="json", exclude_none=True)
+    else:
+        data = dict(overrides)
+    return data or None
