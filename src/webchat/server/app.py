@@ -1,27 +1,111 @@
-"""The ASGI application. Route handlers stay thin: they translate HTTP to calls on the core."""
+"""The ASGI application: wiring of settings, transport, store, builder and service.
+
+``create_app`` is the only place that chooses implementations (in-memory or Redis transport,
+SQLite store, profile source); everything below it receives them.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import HTMLResponse
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 import webchat
+from webchat.chat.service import ChatService
+from webchat.conversation import EngineBuilder, ProviderKeys
+from webchat.errors import WebchatError
+from webchat.profiles import ProfileRegistry
+from webchat.server import api, ws
+from webchat.server.limits import BodyLimitMiddleware
+from webchat.settings import ServerSettings
+from webchat.storage import SQLiteStore
+from webchat.transport import Transport, create_transport
 
-_INDEX = """<!doctype html><html><head><meta charset="utf-8"><title>webchat</title></head>
-<body><h1>webchat</h1><p>The server is running on its embedded defaults (offline engine,
-in-memory transport). The chat UI is not built yet; see <code>/healthz</code>.</p></body></html>
-"""
+log = logging.getLogger("webchat.server")
+
+STATIC = resources.files("webchat") / "static"
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="webchat", version=webchat.__version__)
+def load_profiles(settings: ServerSettings) -> ProfileRegistry:
+    if settings.profiles is not None:
+        return ProfileRegistry.from_file(settings.profiles)
+    return ProfileRegistry.builtin(
+        openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        anthropic_key=(
+            settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+        ),
+    )
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": webchat.__version__}
 
-    @app.get("/", response_class=HTMLResponse)
-    async def index() -> str:
-        return _INDEX
+def make_transport(settings: ServerSettings) -> Transport:
+    if settings.transport == "redis":
+        return create_transport("redis", redis_url=settings.redis_url, maxlen=settings.redis_maxlen)
+    return create_transport("memory")
 
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    profiles = load_profiles(settings)  # fail at start-up, not on the first request
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        transport = make_transport(settings)
+        store = SQLiteStore(settings.db)
+        await store.open()
+        builder = EngineBuilder(
+            profiles,
+            transport,
+            provider_keys=ProviderKeys(
+                openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
+            ),
+        )
+        service = ChatService(settings, profiles, transport, store, builder)
+        app.state.service = service
+        await service.start()
+        log.info(
+            "webchat %s ready: transport=%s db=%s profiles=%s",
+            webchat.__version__,
+            settings.transport,
+            settings.db,
+            ",".join(p.slug for p in profiles.all()),
+        )
+        try:
+            yield
+        finally:
+            await service.close()
+            await store.close()
+            await transport.close()
+
+    app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(WebchatError)
+    async def webchat_error(request: Request, exc: WebchatError) -> JSONResponse:
+        return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse({"error": "request body is not valid JSON"}, status_code=400)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors
+        )
+        return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
+
+    prefix = settings.root
+    app.include_router(api.router, prefix=prefix)
+    app.include_router(ws.router, prefix=prefix)
+
+    @app.get(prefix + "/", include_in_schema=False)
+    async def index() -> Response:
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+    app.mount(prefix + "/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
