@@ -33,6 +33,8 @@ from webchat.sessions import InferenceHandle, Session
 from webchat.transport import Subscription
 from webchat.turns import Turn
 
+TERMINAL_FRAMES = frozenset({"run.finished", "run.failed", "run.cancelled"})
+
 FrameListener = Callable[[str, Sequence[Frame]], None]
 """Sees every frame of a conversation right after it is dispatched (e.g. to persist it)."""
 
@@ -98,6 +100,7 @@ class Conversation:
         self.rebuilds = 0
         self.queued = 0
         """Runs waiting for the active one to end (kept by the run scheduler)."""
+        self._dispatched = asyncio.Event()
         self.last_activity = time.monotonic()
         self.buffer = FrameBuffer(buffer_frames, after_seq=start_seq)
         self.pool = ConnectionPool(on_idle=self.touch)
@@ -134,6 +137,22 @@ class Conversation:
             self.pool.broadcast(frame)
         if self.frame_listener is not None:
             self.frame_listener(self.conv_id, frames)
+        self._dispatched.set()
+
+    def _has_ended(self, inference_id: str) -> bool:
+        return any(
+            f.inference_id == inference_id and f.type in TERMINAL_FRAMES
+            for f in self.buffer.since(max(self.buffer.last_seq - 256, 0))
+        )
+
+    async def wait_for_end_frame(self, inference_id: str, timeout: float = 2.0) -> bool:
+        """Wait until the run's terminal frame has been dispatched (and so persisted)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self._has_ended(inference_id):
+                    self._dispatched.clear()
+                    await self._dispatched.wait()
+        return self._has_ended(inference_id)
 
     def attach(
         self,
@@ -200,6 +219,8 @@ class Conversation:
             active.cancel()
             with contextlib.suppress(Exception):
                 await active.wait()
+            # Let run.cancelled travel through the transport to the buffer and the store.
+            await self.wait_for_end_frame(active.inference_id)
         if self.close_on_replace:
             await self.stream.close()
         else:
