@@ -125,3 +125,25 @@ async def test_snapshot_hook_writes_yaml_per_phase(tmp_path):
     last = turn_from_yaml((folder / names[-1]).read_text())
     assert last.blocks == final.blocks
     assert last.blocks[-1].kind == BlockKind.LLM_TEXT and "42" in last.blocks[-1].text
+
+
+async def test_cancel_before_the_run_starts_still_runs_its_ending():
+    seen: list[str] = []
+
+    async def runner(turn, ctx):
+        seen.append("started")
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            seen.append("cancelled inside the run")
+            raise
+        return turn
+
+    session = Session(runner)
+    handle = session.start_inference("immediately cancelled")
+    assert handle.cancel()  # before the task had a chance to run at all
+    with pytest.raises(InferenceCancelledError):
+        await handle.wait()
+    assert seen == ["started", "cancelled inside the run"]
+    assert session.turns[-1].metadata.error == "cancelled"
+    assert [b.text for b in session.turns[-1].blocks] == ["immediately cancelled"]

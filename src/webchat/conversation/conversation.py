@@ -49,9 +49,9 @@ def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Han
             on_done()
 
     async def _run(turn: Turn, ctx: RunContext) -> Turn:
-        await ctx.publish(UserMessageEvent(meta=ctx.meta(), text=turn.last_user_text()))
-        await ctx.publish(RunStartedEvent(meta=ctx.meta(), profile=engine.config.profile_slug))
-        try:
+        try:  # a cancel or failure at any point, even while announcing, still ends the run
+            await ctx.publish(UserMessageEvent(meta=ctx.meta(), text=turn.last_user_text()))
+            await ctx.publish(RunStartedEvent(meta=ctx.meta(), profile=engine.config.profile_slug))
             result = await engine.run_inference(turn, ctx)
         except asyncio.CancelledError:
             await ctx.publish(RunCancelledEvent(meta=ctx.meta(), reason="cancelled"))
@@ -139,20 +139,25 @@ class Conversation:
             self.frame_listener(self.conv_id, frames)
         self._dispatched.set()
 
-    def _has_ended(self, inference_id: str) -> bool:
-        return any(
-            f.inference_id == inference_id and f.type in TERMINAL_FRAMES
-            for f in self.buffer.since(max(self.buffer.last_seq - 256, 0))
-        )
+    async def wait_for_frame(self, predicate: Callable[[Frame], bool]) -> Frame:
+        """The first buffered frame matching ``predicate``, waiting for it if needed."""
+        while True:
+            found = next((f for f in self.buffer if predicate(f)), None)
+            if found is not None:
+                return found
+            self._dispatched.clear()
+            await self._dispatched.wait()
 
     async def wait_for_end_frame(self, inference_id: str, timeout: float = 2.0) -> bool:
         """Wait until the run's terminal frame has been dispatched (and so persisted)."""
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(timeout):
-                while not self._has_ended(inference_id):
-                    self._dispatched.clear()
-                    await self._dispatched.wait()
-        return self._has_ended(inference_id)
+                await self.wait_for_frame(
+                    lambda f: f.inference_id == inference_id and f.type in TERMINAL_FRAMES
+                )
+        except TimeoutError:
+            return False
+        return True
 
     def attach(
         self,

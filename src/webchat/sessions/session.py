@@ -36,6 +36,10 @@ class InferenceHandle:
         self.inference_id = inference_id
         self.turn_id = turn_id
         self._task: asyncio.Task[Turn] | None = None
+        # A task cancelled before its first step never runs its body: nothing would be
+        # published or recorded. So a cancel that early is held until the run has started.
+        self._started = False
+        self._cancel_pending = False
 
     def _attach(self, task: asyncio.Task[Turn]) -> None:
         self._task = task
@@ -54,7 +58,17 @@ class InferenceHandle:
 
     def cancel(self) -> bool:
         """Request cancellation; returns False if the inference had already finished."""
-        return self._task is not None and self._task.cancel()
+        if self._task is None or self._task.done():
+            return False
+        if not self._started:
+            self._cancel_pending = True
+            return True
+        return self._task.cancel()
+
+    def _mark_started(self) -> None:
+        self._started = True
+        if self._cancel_pending and self._task is not None:
+            self._task.cancel()  # delivered at the run's first suspension point
 
     async def wait(self) -> Turn:
         """The resulting turn; raises the run's error, or ``InferenceCancelledError``."""
@@ -135,10 +149,11 @@ class Session:
             snapshot_hook=self.snapshot_hook,
         )
         self._active = handle
-        handle._attach(asyncio.create_task(self._run(prompt, turn, ctx)))
+        handle._attach(asyncio.create_task(self._run(handle, prompt, turn, ctx)))
         return handle
 
-    async def _run(self, prompt: str, turn: Turn, ctx: RunContext) -> Turn:
+    async def _run(self, handle: InferenceHandle, prompt: str, turn: Turn, ctx: RunContext) -> Turn:
+        handle._mark_started()
         try:
             result = await self.runner(turn, ctx)
         except asyncio.CancelledError:
