@@ -16,12 +16,11 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from webchat.chat.coordination import Coordination, PendingRun, StoredResponse
 from webchat.conversation import (
     Client,
     Connection,
@@ -42,12 +41,13 @@ from webchat.profiles import BusyPolicy, Profile, ProfileRegistry
 from webchat.sessions import InferenceHandle, SessionBusyError
 from webchat.settings import ServerSettings
 from webchat.storage import Store
-from webchat.transport import Transport
+from webchat.transport import TopicSink, Transport, topic_for
 
 log = logging.getLogger("webchat.chat")
 
 CONV_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-IDEMPOTENCY_KEYS_KEPT = 10_000
+LOCK_WAIT = 15.0
+"""Seconds an interrupting request waits for the active run to let go (lease expiry bound)."""
 
 
 class PromptTooLargeError(WebchatError):
@@ -72,20 +72,6 @@ class RunAccepted(BaseModel):
     turn_id: str | None = None
     status: Literal["running", "queued"]
     queue_position: int | None = None
-
-
-@dataclass(slots=True)
-class _PendingRun:
-    profile_slug: str
-    prompt: str
-    overrides: dict[str, Any] | None
-    inference_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    status_code: int
-    body: dict[str, Any]
 
 
 def hello_text(conversation: Conversation) -> str:
@@ -119,6 +105,9 @@ class ChatService:
         transport: Transport,
         store: Store,
         builder: EngineBuilder,
+        coordination: Coordination,
+        *,
+        shared_state: bool = False,
     ) -> None:
         self.settings = settings
         self.profiles = profiles
@@ -131,22 +120,24 @@ class ChatService:
             evict_after=settings.evict_after,
             store=store,
         )
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._queues: dict[str, deque[_PendingRun]] = {}
-        self._idempotency: OrderedDict[str, StoredResponse] = OrderedDict()
+        self.coordination = coordination
+        self.shared_state = shared_state
+        """True when other processes may run this deployment's conversations too."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.runs_started = 0
 
     async def start(self) -> None:
+        await self.coordination.start(self._cancel_here, self._close_orphan)
         self.manager.start()
 
     async def close(self) -> None:
-        """Drop queued runs, cancel active ones (each ends with ``run.cancelled``), flush."""
-        for queue in self._queues.values():
-            queue.clear()
+        """Drop this process's queued runs, cancel its active ones (each ends with
+        ``run.cancelled``), release their locks."""
+        await self.coordination.clear_queues()
         await self.manager.close()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.coordination.close()
 
     # -- profiles --------------------------------------------------------------------------
 
@@ -158,17 +149,25 @@ class ChatService:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def remembered(self, idempotency_key: str | None) -> StoredResponse | None:
-        if not idempotency_key:
-            return None
-        return self._idempotency.get(idempotency_key)
-
-    def remember(self, idempotency_key: str | None, response: StoredResponse) -> None:
-        if not idempotency_key:
-            return
-        self._idempotency[idempotency_key] = response
-        while len(self._idempotency) > IDEMPOTENCY_KEYS_KEPT:
-            self._idempotency.popitem(last=False)
+    async def submit_once(
+        self, profile_slug: str, request: RunRequest, idempotency_key: str | None
+    ) -> StoredResponse:
+        """``submit`` as an HTTP response; a repeated idempotency key gets the first one."""
+        if idempotency_key:
+            first = await self.coordination.claim(idempotency_key)
+            if first is not None:
+                return first
+        try:
+            accepted = await self.submit(profile_slug, request)
+            response = StoredResponse(
+                200 if accepted.status == "running" else 202,
+                accepted.model_dump(exclude_none=True),
+            )
+        except WebchatError as exc:
+            response = StoredResponse(exc.status_code, {"error": exc.message, **exc.details})
+        if idempotency_key:
+            await self.coordination.settle(idempotency_key, response)
+        return response
 
     async def submit(self, profile_slug: str, request: RunRequest) -> RunAccepted:
         """Start (or queue) a run; raises a ``WebchatError`` with the right status otherwise."""
@@ -185,19 +184,25 @@ class ChatService:
         profile = self.profile(profile_slug)
         # Validate the request before any policy decision, so a bad one never waits in line.
         self.builder.build_config(profile.slug, request.overrides)
-        async with self._lock(conv_id):
-            conversation = self.manager.find(conv_id)
-            if conversation is not None and (conversation.is_running or conversation.queued):
-                policy = self.busy_policy(profile)
-                if policy == "reject":
-                    raise _busy(conversation)
-                if policy == "enqueue":
-                    return self._enqueue(conversation, profile.slug, request)
-                await self._interrupt(conversation)
-            return await self._start(conv_id, profile.slug, request.prompt, request.overrides)
-
-    def _lock(self, conv_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(conv_id, asyncio.Lock())
+        inference_id = new_id()
+        holder = await self.coordination.try_lock(conv_id, inference_id)
+        if holder is not None and await self._ending(conv_id, holder):
+            holder = await self.coordination.try_lock(conv_id, inference_id)
+        if holder is not None:
+            policy = self.busy_policy(profile)
+            if policy == "reject":
+                raise await self._busy(conv_id, holder)
+            if policy == "enqueue":
+                pending = PendingRun(profile.slug, request.prompt, request.overrides, inference_id)
+                return await self._enqueue(conv_id, profile.slug, pending)
+            await self._take_over(conv_id, holder, inference_id)
+        try:
+            return await self._start(
+                conv_id, profile.slug, request.prompt, request.overrides, inference_id
+            )
+        except BaseException:
+            await self.coordination.unlock(conv_id, inference_id)
+            raise
 
     async def _start(
         self,
@@ -205,17 +210,20 @@ class ChatService:
         profile_slug: str,
         prompt: str,
         overrides: dict[str, Any] | None,
-        inference_id: str | None = None,
+        inference_id: str,
     ) -> RunAccepted:
+        """Start a run; the caller holds the conversation's run lock for ``inference_id``."""
         conversation = await self.manager.get_or_create(conv_id, profile_slug, overrides)
+        if self.shared_state:
+            await self._catch_up(conversation)
         try:
             handle = conversation.session.start_inference(prompt, inference_id=inference_id)
         except SessionBusyError:
-            raise _busy(conversation) from None
+            raise await self._busy(conv_id, inference_id) from None
         conversation.touch()
         self.runs_started += 1
         self.manager.persist(conversation, title=prompt)
-        handle.add_done_callback(lambda h: self._run_ended(conversation, h))
+        handle.add_done_callback(lambda h: self._spawn(self._finish(conversation, h)))
         return RunAccepted(
             conv_id=conv_id,
             session_id=handle.session_id,
@@ -225,62 +233,117 @@ class ChatService:
             status="running",
         )
 
-    def _enqueue(
-        self, conversation: Conversation, profile_slug: str, request: RunRequest
-    ) -> RunAccepted:
-        queue = self._queues.setdefault(conversation.conv_id, deque())
-        pending = _PendingRun(profile_slug, request.prompt, request.overrides, new_id())
-        queue.append(pending)
-        conversation.queued = len(queue)
+    async def _ending(self, conv_id: str, holder: str) -> bool:
+        """Whether ``holder`` had already ended and has now let go of the lock.
+
+        A run's terminal frame reaches clients a moment before its lock is released (the
+        turn is persisted in between), so a client answering at once must not get a 409.
+        """
+        conversation = self.manager.find(conv_id)
+        if conversation is None or not conversation.has_ended(holder):
+            return False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOCK_WAIT):
+                await self._released(conv_id, holder)
+                return True
+        return False
+
+    async def _catch_up(self, conversation: Conversation) -> None:
+        """Another process may have run the last turns: take the history from the store."""
+        stored = await self.store.load_turns(conversation.conv_id)
+        if len(stored) > len(conversation.session.turns):
+            conversation.session.turns = stored
+            self.manager.note_saved_turns(conversation.conv_id, len(stored))
+
+    async def _enqueue(self, conv_id: str, profile_slug: str, pending: PendingRun) -> RunAccepted:
+        conversation = await self.manager.join(conv_id, profile_slug)
+        position = await self.coordination.enqueue(conv_id, pending)
+        conversation.queued = position
         return RunAccepted(
-            conv_id=conversation.conv_id,
+            conv_id=conv_id,
             session_id=conversation.session.session_id,
             run_id=conversation.session.session_id,
             inference_id=pending.inference_id,
             status="queued",
-            queue_position=len(queue),
+            queue_position=position,
         )
 
-    async def _interrupt(self, conversation: Conversation) -> None:
-        active = conversation.session.active
-        if active is not None:
-            active.cancel()
-            with contextlib.suppress(Exception):
-                await active.wait()
+    async def _take_over(self, conv_id: str, holder: str, inference_id: str) -> None:
+        """Cancel the active run (wherever it runs) and take the lock once it lets go."""
+        await self.coordination.request_cancel(conv_id, holder)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_WAIT
+        while (current := await self.coordination.try_lock(conv_id, inference_id)) is not None:
+            if loop.time() > deadline:
+                raise await self._busy(conv_id, current)
+            await asyncio.sleep(0.02)
 
-    def _run_ended(self, conversation: Conversation, handle: InferenceHandle) -> None:
+    async def _finish(self, conversation: Conversation, handle: InferenceHandle) -> None:
+        """After a run: persist it, then hand the lock to the next queued run or release it."""
+        conv_id = conversation.conv_id
         self.manager.persist(conversation)
-        if self._queues.get(conversation.conv_id):
-            self._spawn(self._start_next(conversation.conv_id))
+        await conversation.wait_for_end_frame(handle.inference_id)
+        await self.store.flush()  # the next run may start on another process
+        await self._start_next(conv_id, held=handle.inference_id)
 
-    async def _start_next(self, conv_id: str) -> None:
-        async with self._lock(conv_id):
-            queue = self._queues.get(conv_id)
-            conversation = self.manager.find(conv_id)
-            if not queue or conversation is None or conversation.is_running:
+    async def _start_next(self, conv_id: str, held: str | None) -> None:
+        while (pending := await self.coordination.dequeue(conv_id)) is not None:
+            if held is not None:
+                if not await self.coordination.hand_over(conv_id, held, pending.inference_id):
+                    await self.coordination.requeue(conv_id, pending)
+                    return
+            elif await self.coordination.try_lock(conv_id, pending.inference_id) is not None:
+                await self.coordination.requeue(conv_id, pending)
                 return
-            pending = queue.popleft()
-            conversation.queued = len(queue)
+            held = pending.inference_id
+            conversation = self.manager.find(conv_id)
+            if conversation is not None:
+                conversation.queued = await self.coordination.queue_length(conv_id)
             try:
                 await self._start(
                     conv_id,
                     pending.profile_slug,
                     pending.prompt,
                     pending.overrides,
-                    inference_id=pending.inference_id,
+                    pending.inference_id,
                 )
+                return
             except Exception as exc:
                 # The client was promised this inference id: end it visibly.
                 log.warning("queued run %s could not start: %s", pending.inference_id, exc)
-                meta = EventMeta(
-                    session_id=conversation.session.session_id,
-                    inference_id=pending.inference_id,
+                await self._publish_failure(
+                    conv_id, pending.inference_id, f"queued run could not start: {exc}"
                 )
-                await conversation.sink.publish_event(
-                    RunFailedEvent(meta=meta, error=f"queued run could not start: {exc}")
-                )
-                if queue:
-                    self._spawn(self._start_next(conv_id))
+        if held is not None:
+            await self.coordination.unlock(conv_id, held)
+
+    async def _publish_failure(self, conv_id: str, inference_id: str, error: str) -> None:
+        record = await self.store.get_conversation(conv_id)
+        conversation = self.manager.find(conv_id)
+        session_id = (
+            conversation.session.session_id
+            if conversation
+            else record.session_id
+            if record
+            else None
+        )
+        meta = EventMeta(session_id=session_id, inference_id=inference_id)
+        sink = TopicSink(self.transport, topic_for(conv_id))
+        await sink.publish_event(RunFailedEvent(meta=meta, error=error))
+
+    def _cancel_here(self, conv_id: str, inference_id: str) -> None:
+        conversation = self.manager.find(conv_id)
+        active = conversation.session.active if conversation else None
+        if active is not None and active.inference_id == inference_id:
+            active.cancel()
+
+    async def _close_orphan(self, conv_id: str, inference_id: str) -> None:
+        """The process running ``inference_id`` died: tell the clients, start what waits."""
+        log.warning("closing run %s of %s: its server stopped", inference_id, conv_id)
+        await self._publish_failure(
+            conv_id, inference_id, "the server running this inference stopped"
+        )
+        self._spawn(self._start_next(conv_id, held=None))
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coro)
@@ -288,18 +351,26 @@ class ChatService:
         task.add_done_callback(self._tasks.discard)
 
     async def cancel(self, conv_id: str) -> dict[str, Any]:
-        conversation = self.manager.find(conv_id)
-        if conversation is None:
-            if await self.store.get_conversation(conv_id) is None:
+        """Cancel the active run wherever it runs; returns once it has let go (or 15 s)."""
+        holder = await self.coordination.holder(conv_id)
+        if holder is None:
+            if (
+                self.manager.find(conv_id) is None
+                and await self.store.get_conversation(conv_id) is None
+            ):
                 raise UnknownConversationError(f"unknown conversation {conv_id!r}")
             return {"conv_id": conv_id, "cancelled": False, "inference_id": None}
-        active = conversation.session.active
-        if active is None:
-            return {"conv_id": conv_id, "cancelled": False, "inference_id": None}
-        active.cancel()
-        with contextlib.suppress(Exception):
-            await active.wait()
-        return {"conv_id": conv_id, "cancelled": True, "inference_id": active.inference_id}
+        await self.coordination.request_cancel(conv_id, holder)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LOCK_WAIT):
+                await self._released(conv_id, holder)
+        return {"conv_id": conv_id, "cancelled": True, "inference_id": holder}
+
+    async def _released(self, conv_id: str, inference_id: str) -> None:
+        """Return once ``inference_id`` no longer holds the lock (it may run on another
+        process, so there is nothing local to wait on: poll)."""
+        while await self.coordination.holder(conv_id) == inference_id:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -355,7 +426,7 @@ class ChatService:
             "signature": json.loads(conversation.signature),
             "rebuilds": conversation.rebuilds,
             "running": conversation.is_running,
-            "queued": conversation.queued,
+            "queued": await self.coordination.queue_length(conv_id),
             "last_seq": conversation.last_seq,
             "clients": conversation.pool.count,
             "turns": [
@@ -386,6 +457,16 @@ class ChatService:
             entry["running"] = conversation.is_running
         return sorted(listed.values(), key=lambda e: e["updated_at"], reverse=True)[:limit]
 
+    async def _busy(self, conv_id: str, inference_id: str) -> ConversationBusyError:
+        conversation = self.manager.find(conv_id)
+        last_seq = conversation.last_seq if conversation else await self.store.last_seq(conv_id)
+        return ConversationBusyError(
+            "a run is already active in this conversation",
+            conv_id=conv_id,
+            inference_id=inference_id,
+            last_seq=last_seq,
+        )
+
     # -- metrics ---------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, float]:
@@ -399,13 +480,3 @@ class ChatService:
             "rebuilds_total": self.manager.rebuilds_total(),
             "runs_started_total": self.runs_started,
         }
-
-
-def _busy(conversation: Conversation) -> ConversationBusyError:
-    active = conversation.session.active
-    return ConversationBusyError(
-        "a run is already active in this conversation",
-        conv_id=conversation.conv_id,
-        inference_id=active.inference_id if active else None,
-        last_seq=conversation.last_seq,
-    )

@@ -148,6 +148,13 @@ class Conversation:
             self._dispatched.clear()
             await self._dispatched.wait()
 
+    def has_ended(self, inference_id: str) -> bool:
+        """Whether this conversation has dispatched the run's terminal frame."""
+        return any(
+            f.inference_id == inference_id and f.type in TERMINAL_FRAMES
+            for f in self.buffer.since(max(self.buffer.last_seq - 4096, 0))
+        )
+
     async def wait_for_end_frame(self, inference_id: str, timeout: float = 2.0) -> bool:
         """Wait until the run's terminal frame has been dispatched (and so persisted)."""
         try:

@@ -209,6 +209,10 @@ class ConversationManager:
             self.store.save_turn(conversation.conv_id, index, conversation.session.turns[index])
         self._saved_turns[conversation.conv_id] = len(conversation.session.turns)
 
+    def note_saved_turns(self, conv_id: str, count: int) -> None:
+        """The store already holds the first ``count`` turns (another process wrote them)."""
+        self._saved_turns[conv_id] = count
+
     async def _rebuild(
         self, conversation: Conversation, config: EngineConfig, overrides: dict[str, Any] | None
     ) -> None:

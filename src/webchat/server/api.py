@@ -8,8 +8,7 @@ from fastapi import APIRouter, Cookie, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import webchat
-from webchat.chat.service import ChatService, RunRequest, StoredResponse
-from webchat.errors import WebchatError
+from webchat.chat.service import ChatService, RunRequest
 
 router = APIRouter()
 
@@ -48,18 +47,7 @@ async def list_profiles(request: Request) -> list[dict[str, Any]]:
 async def _start_run(
     request: Request, body: RunRequest, profile: str, idempotency_key: str | None
 ) -> JSONResponse:
-    service = service_of(request)
-    remembered = service.remembered(idempotency_key)
-    if remembered is not None:
-        return JSONResponse(remembered.body, status_code=remembered.status_code)
-    try:
-        accepted = await service.submit(profile, body)
-        response = StoredResponse(
-            200 if accepted.status == "running" else 202, accepted.model_dump(exclude_none=True)
-        )
-    except WebchatError as exc:
-        response = StoredResponse(exc.status_code, {"error": exc.message, **exc.details})
-    service.remember(idempotency_key, response)
+    response = await service_of(request).submit_once(profile, body, idempotency_key)
     return JSONResponse(response.body, status_code=response.status_code)
 
 

@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 import webchat
+from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
 from webchat.chat.service import ChatService
 from webchat.conversation import EngineBuilder, ProviderKeys
 from webchat.errors import WebchatError
@@ -24,7 +25,8 @@ from webchat.profiles import ProfileRegistry
 from webchat.server import api, ws
 from webchat.server.limits import BodyLimitMiddleware
 from webchat.settings import ServerSettings
-from webchat.storage import SQLiteStore
+from webchat.storage import SQLiteStore, Store
+from webchat.storage.redis_store import RedisStore
 from webchat.transport import Transport, create_transport
 
 log = logging.getLogger("webchat.server")
@@ -49,6 +51,19 @@ def make_transport(settings: ServerSettings) -> Transport:
     return create_transport("memory")
 
 
+def make_store(settings: ServerSettings) -> Store:
+    """Processes sharing a Redis transport share their state there too."""
+    if settings.transport == "redis":
+        return RedisStore(settings.redis_url)
+    return SQLiteStore(settings.db)
+
+
+def make_coordination(settings: ServerSettings) -> Coordination:
+    if settings.transport == "redis":
+        return RedisCoordination(settings.redis_url)
+    return LocalCoordination()
+
+
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     profiles = load_profiles(settings)  # fail at start-up, not on the first request
@@ -56,7 +71,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         transport = make_transport(settings)
-        store = SQLiteStore(settings.db)
+        store = make_store(settings)
         await store.open()
         builder = EngineBuilder(
             profiles,
@@ -65,7 +80,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
                 openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
             ),
         )
-        service = ChatService(settings, profiles, transport, store, builder)
+        service = ChatService(
+            settings,
+            profiles,
+            transport,
+            store,
+            builder,
+            make_coordination(settings),
+            shared_state=settings.transport == "redis",
+        )
         app.state.service = service
         await service.start()
         log.info(

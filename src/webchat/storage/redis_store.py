@@ -1,0 +1,224 @@
+"""A conversation store in Redis, shared by every server process of a deployment.
+
+Same contract as the SQLite store: writes only queue (a writer task applies them in pipelined
+batches), reads first wait for the caller's earlier writes. While Redis is unreachable the
+writer keeps its queue and retries with backoff, so a frame that was handed to the store is
+written once Redis is back. Several processes may write the same frame: frames are keyed by
+seq and written only if absent, so duplicates are harmless.
+
+Keys (``{p}`` is the prefix, ``webchat:`` by default):
+``{p}conv:<id>`` record JSON · ``{p}convs`` sorted set by updated time ·
+``{p}turns:<id>`` hash index -> turn JSON · ``{p}frames:<id>`` hash seq -> frame JSON ·
+``{p}fseq:<id>`` sorted set of frame seqs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aredis
+import redis.exceptions
+
+from webchat.storage.base import ConversationRecord
+from webchat.turns.models import Turn
+
+if TYPE_CHECKING:
+    from webchat.conversation.frames import Frame
+
+log = logging.getLogger("webchat.storage")
+
+Op = Callable[[Any], None]  # adds commands to a pipeline
+
+_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str = "webchat:", batch_size: int = 500) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self._redis: aredis.Redis | None = None
+        self._ops: deque[Op] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._applied = 0
+        self._errors = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def redis(self) -> aredis.Redis:
+        if self._redis is None:
+            raise RuntimeError("the store is not open")
+        return self._redis
+
+    async def open(self) -> None:
+        if self._redis is None:
+            self._redis = aredis.from_url(self.url, socket_timeout=None)
+            self._writer = asyncio.create_task(self._write_loop(), name="redis-store-writer")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await self.flush()
+        self._closed = True
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # -- writes (queue only) ---------------------------------------------------------------
+
+    def _queue(self, op: Op) -> None:
+        if self._closed:
+            self._errors += 1
+            return
+        self._ops.append(op)
+        self._idle.clear()
+        self._wake.set()
+
+    def save_conversation(self, record: ConversationRecord) -> None:
+        key, text = self._key("conv:", record.conv_id), record.model_dump_json()
+        updated, conv_id, index = record.updated_at, record.conv_id, self._key("convs")
+
+        def op(pipe: Any) -> None:
+            pipe.set(key, text)
+            pipe.zadd(index, {conv_id: updated})
+
+        self._queue(op)
+
+    def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
+        if not frames:
+            return
+        rows = [(f.seq, f.json) for f in frames]
+        frames_key, seqs_key = self._key("frames:", conv_id), self._key("fseq:", conv_id)
+
+        def op(pipe: Any) -> None:
+            for seq, text in rows:
+                pipe.hsetnx(frames_key, str(seq), text)
+            pipe.zadd(seqs_key, {str(seq): seq for seq, _ in rows}, nx=True)
+
+        self._queue(op)
+
+    def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:
+        key, text = self._key("turns:", conv_id), turn.model_dump_json()  # snapshot now
+        self._queue(lambda pipe: pipe.hset(key, str(index), text))
+
+    async def flush(self) -> None:
+        """Return once everything queued so far is in Redis."""
+        await self._idle.wait()
+
+    async def _write_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._ops:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._ops[i] for i in range(min(self.batch_size, len(self._ops)))]
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for op in batch:
+                    op(pipe)
+                await pipe.execute()
+            except _TRANSIENT as exc:
+                log.warning("redis store unreachable (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except redis.exceptions.RedisError:
+                log.exception("redis store batch failed; %d writes dropped", len(batch))
+                self._errors += len(batch)
+            else:
+                self._applied += len(batch)
+                backoff = 0.1
+            for _ in batch:
+                self._ops.popleft()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _key(self, kind: str, conv_id: str = "") -> str:
+        return f"{self.prefix}{kind}{conv_id}"
+
+    async def get_conversation(self, conv_id: str) -> ConversationRecord | None:
+        await self.flush()
+        text = await self.redis.get(self._key("conv:", conv_id))
+        if text is None:
+            return None
+        record = ConversationRecord.model_validate_json(text)
+        return record.model_copy(
+            update={"last_seq": max(record.last_seq, await self._max_seq(conv_id))}
+        )
+
+    async def list_conversations(
+        self, *, limit: int = 100, offset: int = 0
+    ) -> list[ConversationRecord]:
+        await self.flush()
+        ids = await self.redis.zrevrange(self._key("convs"), offset, offset + limit - 1)
+        if not ids:
+            return []
+        texts = await self.redis.mget([self._key("conv:", _text(i)) for i in ids])
+        return [ConversationRecord.model_validate_json(t) for t in texts if t is not None]
+
+    async def load_turns(self, conv_id: str) -> list[Turn]:
+        await self.flush()
+        rows = await self.redis.hgetall(self._key("turns:", conv_id))
+        ordered = sorted(rows.items(), key=lambda item: int(item[0]))
+        return [Turn.model_validate_json(text) for _, text in ordered]
+
+    async def frames_since(
+        self, conv_id: str, seq: int, *, limit: int = 10_000
+    ) -> list[tuple[int, str]]:
+        await self.flush()
+        seqs: list[Any] = await self.redis.zrangebyscore(
+            self._key("fseq:", conv_id), f"({seq}", "+inf", start=0, num=limit
+        )
+        if not seqs:
+            return []
+        texts: list[Any] = await self.redis.hmget(self._key("frames:", conv_id), seqs)
+        return [
+            (int(_text(s)), _text(t)) for s, t in zip(seqs, texts, strict=True) if t is not None
+        ]
+
+    async def _max_seq(self, conv_id: str) -> int:
+        top: list[Any] = await self.redis.zrevrange(self._key("fseq:", conv_id), 0, 0)
+        return int(_text(top[0])) if top else 0
+
+    async def last_seq(self, conv_id: str) -> int:
+        await self.flush()
+        record_text = await self.redis.get(self._key("conv:", conv_id))
+        recorded = (
+            ConversationRecord.model_validate_json(record_text).last_seq if record_text else 0
+        )
+        return max(recorded, await self._max_seq(conv_id))
+
+    # -- counters --------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._ops)
+
+    @property
+    def writes_applied(self) -> int:
+        return self._applied
+
+    @property
+    def write_errors(self) -> int:
+        return self._errors
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
