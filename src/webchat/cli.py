@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -82,6 +83,10 @@ def serve(
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     typer.echo(f"webchat on http://{settings.host}:{settings.port}{settings.root}/")
+    # uvicorn shuts down cleanly on SIGINT/SIGTERM (runs cancelled with run.cancelled, storage
+    # flushed), then re-raises the signal; a no-op handler lets that end as a normal exit 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
     uvicorn.run(
         application,
         host=settings.host,

@@ -1,0 +1,280 @@
+"""What survives a restart: conversations, turns and the frame timeline in the SQLite file.
+
+Servers here are real: uvicorn in a thread (``live_server``), or ``webchat serve`` in a child
+process when the test is about how the process ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import signal
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.support.live_server import live_server
+
+TERMINAL = ("run.finished", "run.failed", "run.cancelled")
+WAIT = 15.0
+
+PROFILES = """
+profiles:
+  - slug: default
+    tools: [calculator]
+    allow_overrides: true
+    step_settings: {api_type: offline, tokens_per_second: 0, answer_tokens: 30}
+  - slug: slow
+    tools: [calculator]
+    step_settings: {api_type: offline, tokens_per_second: 50, answer_tokens: 5000}
+"""
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def write_profiles(tmp_path: Path) -> Path:
+    path = tmp_path / "profiles.yaml"
+    path.write_text(PROFILES, encoding="utf-8")
+    return path
+
+
+async def recv_event(ws: ClientConnection) -> dict[str, Any]:
+    message = json.loads(await ws.recv())
+    assert message.get("sem") is True, message
+    event: dict[str, Any] = message["event"]
+    return event
+
+
+class Viewer:
+    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+        self.ws = ws
+        self.hello = hello
+        self.frames: list[dict[str, Any]] = []
+
+    async def read_until(
+        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await recv_event(self.ws)
+                self.frames.append(event)
+                if stop(event):
+                    return event
+
+    def count(self, frame_type: str) -> int:
+        return sum(1 for f in self.frames if f["type"] == frame_type)
+
+    async def read_run(self, inference_id: str) -> dict[str, Any]:
+        return await self.read_until(
+            lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id
+        )
+
+
+@contextlib.asynccontextmanager
+async def viewer(ws_base: str, conv_id: str, **params: Any) -> AsyncIterator[Viewer]:
+    query = urlencode({"conv_id": conv_id, **{k: str(v) for k, v in params.items()}})
+    async with connect(f"{ws_base}/ws?{query}") as ws:
+        async with asyncio.timeout(WAIT):
+            hello = await recv_event(ws)
+        assert hello["type"] == "ws.hello", hello
+        yield Viewer(ws, hello)
+
+
+async def start_run(
+    http: httpx.AsyncClient, conv_id: str, prompt: str, profile: str | None = None
+) -> dict[str, Any]:
+    path = f"/chat/{profile}" if profile else "/chat"
+    response = await http.post(path, json={"prompt": prompt, "conv_id": conv_id})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def get_json(http: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
+    response = await http.get(path, params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def timeline(http: httpx.AsyncClient, conv_id: str) -> list[dict[str, Any]]:
+    body = await get_json(http, f"/api/conversations/{conv_id}/timeline", since=0)
+    frames: list[dict[str, Any]] = body["frames"]
+    return frames
+
+
+def user_texts(turn: dict[str, Any]) -> list[str]:
+    return [b["payload"]["text"] for b in turn["blocks"] if b["kind"] == "user"]
+
+
+def terminal_frames(frames: list[dict[str, Any]], inference_id: str) -> list[str]:
+    return [
+        f["type"] for f in frames if f["type"] in TERMINAL and f.get("inference_id") == inference_id
+    ]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- 9. restart ----------------------------------------------------------------------------
+
+
+async def test_conversation_survives_a_restart_and_continues(tmp_path: Path) -> None:
+    db = str(tmp_path / "chat.sqlite3")
+    profiles = write_profiles(tmp_path)
+    conv_id = f"persist-{uuid.uuid4().hex[:8]}"
+    prompts = ["calc: 6*7", "what did I just ask?", "and one more thing"]
+
+    with live_server(db=db, profiles=profiles) as server:
+        async with (
+            httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http,
+            viewer(server.ws_url, conv_id) as client,
+        ):
+            session_id = client.hello["session_id"]
+            for prompt in prompts[:2]:
+                run = await start_run(http, conv_id, prompt)
+                assert (await client.read_run(run["inference_id"]))["type"] == "run.finished"
+            before = await timeline(http, conv_id)
+            before_info = await get_json(http, f"/api/conversations/{conv_id}")
+        assert before == client.frames
+        assert len(before_info["turns"]) == 2
+
+    with live_server(db=db, profiles=profiles) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+            listed = (await get_json(http, "/api/conversations"))["conversations"]
+            (entry,) = [c for c in listed if c["conv_id"] == conv_id]
+            assert entry["title"] == prompts[0]
+            assert entry["running"] is False
+
+            info = await get_json(http, f"/api/conversations/{conv_id}")
+            assert info["session_id"] == session_id
+            assert info["profile"] == "default"
+            assert info["running"] is False
+            assert info["last_seq"] == before[-1]["seq"]
+            assert [t["id"] for t in info["turns"]] == [t["id"] for t in before_info["turns"]]
+            assert [user_texts(t) for t in info["turns"]] == [prompts[:1], prompts[:2]]
+            assert info["turns"][0]["blocks"][-1]["payload"]["text"] == "The result of 6*7 is 42."
+
+            after = await timeline(http, conv_id)
+            assert [(f["seq"], f["type"]) for f in after] == [(f["seq"], f["type"]) for f in before]
+            assert after == before
+
+            # A join with since=0 replays the stored frames, then continues live.
+            async with viewer(server.ws_url, conv_id, since=0) as client:
+                assert client.hello["session_id"] == session_id
+                assert client.hello["last_seq"] == before[-1]["seq"]
+                run = await start_run(http, conv_id, prompts[2])
+                assert run["session_id"] == session_id
+                end = await client.read_run(run["inference_id"])
+            assert end["type"] == "run.finished"
+
+            replayed, live = client.frames[: len(before)], client.frames[len(before) :]
+            assert replayed == before
+            assert live, "no live frames after the replay"
+            assert all(f["inference_id"] == run["inference_id"] for f in live)
+            assert live[0]["type"] == "chat.user_message"
+            assert min(f["seq"] for f in live) > max(f["seq"] for f in before)
+            ordinals = [f["seq"] for f in client.frames]
+            assert all(a < b for a, b in itertools.pairwise(ordinals))
+
+            info = await get_json(http, f"/api/conversations/{conv_id}")
+            assert info["session_id"] == session_id
+            assert len(info["turns"]) == 3
+            assert user_texts(info["turns"][-1]) == prompts
+            assert await timeline(http, conv_id) == client.frames
+
+
+# -- 10. shutdown mid-run ------------------------------------------------------------------
+
+
+async def wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=2) as http, asyncio.timeout(30):
+        while True:
+            assert process.returncode is None, "webchat serve exited during start-up"
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+
+
+async def drain(client: Viewer) -> None:
+    """Keep reading until the server closes the connection."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            client.frames.append(await recv_event(client.ws))
+
+
+async def test_sigterm_mid_run_exits_cleanly_and_records_the_cancel(tmp_path: Path) -> None:
+    db = str(tmp_path / "chat.sqlite3")
+    profiles = write_profiles(tmp_path)
+    port = free_port()
+    conv_id = f"shutdown-{uuid.uuid4().hex[:8]}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "webchat",
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        db,
+        "--profiles",
+        str(profiles),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_healthy(url, process)
+        async with (
+            httpx.AsyncClient(base_url=url, timeout=WAIT) as http,
+            viewer(f"ws://127.0.0.1:{port}", conv_id, profile="slow") as client,
+        ):
+            run = await start_run(http, conv_id, "a very long answer please", profile="slow")
+            await client.read_until(lambda _: client.count("llm.delta") >= 5)
+            assert (await get_json(http, f"/api/conversations/{conv_id}"))["running"] is True
+
+            process.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(15):
+                # The client stays connected: the server must close it, not wait for it.
+                await drain(client)
+                stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    output = (stdout + stderr).decode(errors="replace")
+    assert process.returncode == 0, output
+    assert "Traceback" not in output, output
+    assert terminal_frames(client.frames, run["inference_id"]) in ([], ["run.cancelled"])
+
+    with live_server(db=db, profiles=profiles) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as http:
+            frames = await timeline(http, conv_id)
+            assert terminal_frames(frames, run["inference_id"]) == ["run.cancelled"]
+            assert frames[-1]["type"] == "run.cancelled"
+            seen = {f["seq"] for f in client.frames}
+            assert seen <= {f["seq"] for f in frames}, "frames sent before shutdown were lost"
+
+            info = await get_json(http, f"/api/conversations/{conv_id}")
+            assert info["running"] is False
+            (turn,) = info["turns"]
+            assert user_texts(turn) == ["a very long answer please"]
+            assert turn["metadata"].get("stop_reason") == "cancelled"
+            listed = (await get_json(http, "/api/conversations"))["conversations"]
+            assert [c["running"] for c in listed if c["conv_id"] == conv_id] == [False]

@@ -1,0 +1,484 @@
+"""The WebSocket surface end to end: a real server (uvicorn in a thread) and real clients.
+
+Every wait is for a specific frame under ``asyncio.timeout``; nothing sleeps hoping a race
+went one way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Origin
+
+from tests.support.live_server import LiveServer, live_server
+
+TERMINAL = ("run.finished", "run.failed", "run.cancelled")
+WAIT = 15.0
+SLOW_ANSWER_WORDS = 150
+
+PROFILES = f"""
+profiles:
+  - slug: default
+    tools: [calculator]
+    allow_overrides: true
+    step_settings: {{api_type: offline, tokens_per_second: 0, answer_tokens: 40}}
+  - slug: slow
+    display_name: Slow
+    tools: [calculator]
+    allow_overrides: true
+    step_settings:
+      api_type: offline
+      tokens_per_second: 100
+      answer_tokens: {SLOW_ANSWER_WORDS}
+  - slug: other
+    step_settings: {{api_type: offline}}
+"""
+
+ALLOWED_ORIGIN = "http://app.example"
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def new_conv() -> str:
+    return f"ws-{uuid.uuid4().hex[:12]}"
+
+
+async def recv_event(ws: ClientConnection) -> dict[str, Any]:
+    message = json.loads(await ws.recv())
+    assert message.get("sem") is True, message
+    event: dict[str, Any] = message["event"]
+    return event
+
+
+class Viewer:
+    """One WebSocket client: its ``ws.hello`` and every later frame it received, in order."""
+
+    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+        self.ws = ws
+        self.hello = hello
+        self.frames: list[dict[str, Any]] = []
+
+    async def recv(self) -> dict[str, Any]:
+        event = await recv_event(self.ws)
+        self.frames.append(event)
+        return event
+
+    async def read_until(
+        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                event = await self.recv()
+                if stop(event):
+                    return event
+
+    async def read_run(self, inference_id: str) -> dict[str, Any]:
+        """Frames up to and including the run's terminal frame; returns that frame."""
+        return await self.read_until(
+            lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id
+        )
+
+    async def read_deltas(self, count: int) -> None:
+        await self.read_until(lambda e: self.count("llm.delta") >= count)
+
+    def count(self, frame_type: str) -> int:
+        return sum(1 for f in self.frames if f["type"] == frame_type)
+
+    @property
+    def last_seq(self) -> int:
+        return int(self.frames[-1]["seq"]) if self.frames else int(self.hello["last_seq"])
+
+
+def ws_url(server: LiveServer, **params: str) -> str:
+    return f"{server.ws_url}/ws?{urlencode(params)}"
+
+
+@contextlib.asynccontextmanager
+async def viewer(
+    server: LiveServer, conv_id: str, *, headers: dict[str, str] | None = None, **params: Any
+) -> AsyncIterator[Viewer]:
+    query = {"conv_id": conv_id, **{k: str(v) for k, v in params.items()}}
+    async with connect(ws_url(server, **query), additional_headers=headers) as ws:
+        async with asyncio.timeout(WAIT):
+            hello = await recv_event(ws)
+        assert hello["type"] == "ws.hello", hello
+        yield Viewer(ws, hello)
+
+
+async def start_run(
+    http: httpx.AsyncClient, conv_id: str, prompt: str, profile: str | None = None
+) -> dict[str, Any]:
+    path = f"/chat/{profile}" if profile else "/chat"
+    response = await http.post(path, json={"prompt": prompt, "conv_id": conv_id})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["status"] == "running"
+    return body
+
+
+async def wait_not_running(
+    http: httpx.AsyncClient, conv_id: str, *, no_clients: bool = False, timeout: float = WAIT
+) -> dict[str, Any]:
+    """Poll the conversation until its run is over (and, if asked, every client has left)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            response = await http.get(f"/api/conversations/{conv_id}")
+            assert response.status_code == 200, response.text
+            info: dict[str, Any] = response.json()
+            if not info["running"] and not (no_clients and info["clients"]):
+                return info
+            await asyncio.sleep(0.05)
+
+
+async def timeline(http: httpx.AsyncClient, conv_id: str, since: int = 0) -> list[dict[str, Any]]:
+    response = await http.get(f"/api/conversations/{conv_id}/timeline", params={"since": since})
+    assert response.status_code == 200, response.text
+    frames: list[dict[str, Any]] = response.json()["frames"]
+    return frames
+
+
+def seqs(frames: list[dict[str, Any]]) -> list[int]:
+    return [int(f["seq"]) for f in frames]
+
+
+def assert_strictly_increasing(frames: list[dict[str, Any]]) -> None:
+    ordinals = seqs(frames)
+    bad = [(a, b) for a, b in itertools.pairwise(ordinals) if a >= b]
+    assert not bad, f"seq not strictly increasing: {bad[:5]}"
+
+
+def assert_deltas_match_finals(frames: list[dict[str, Any]]) -> dict[str, str]:
+    """For each message id: the deltas concatenate to its ``llm.final`` text.
+
+    Also checks each delta's ``cumulative`` and that the message started before streaming.
+    Returns the final text of each message id.
+    """
+    streamed: dict[str, str] = {}
+    finals: dict[str, str] = {}
+    started: set[str] = set()
+    for frame in frames:
+        message_id = frame.get("id")
+        if frame["type"] == "llm.start":
+            started.add(message_id)
+        elif frame["type"] == "llm.delta":
+            assert message_id in started, f"delta before llm.start: {frame}"
+            assert message_id not in finals, f"delta after llm.final: {frame}"
+            streamed[message_id] = streamed.get(message_id, "") + frame["delta"]
+            assert frame["cumulative"] == streamed[message_id], frame
+        elif frame["type"] == "llm.final":
+            assert message_id not in finals, f"two finals for {message_id}"
+            finals[message_id] = frame["text"]
+    assert finals, "no llm.final frame"
+    for message_id, text in finals.items():
+        assert streamed.get(message_id, "") == text, f"message {message_id}"
+    return finals
+
+
+def terminal_frames(frames: list[dict[str, Any]], inference_id: str) -> list[str]:
+    return [
+        f["type"] for f in frames if f["type"] in TERMINAL and f.get("inference_id") == inference_id
+    ]
+
+
+# -- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    root = tmp_path_factory.mktemp("ws")
+    profiles = root / "profiles.yaml"
+    profiles.write_text(PROFILES, encoding="utf-8")
+    with live_server(
+        db=str(root / "chat.sqlite3"),
+        profiles=Path(profiles),
+        allowed_origins=[ALLOWED_ORIGIN],
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+async def http(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=WAIT) as client:
+        yield client
+
+
+# -- 1. hello, then the live frames of a run -----------------------------------------------
+
+
+async def test_hello_then_the_live_frames_of_a_tool_run(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    conv_id = new_conv()
+    async with viewer(server, conv_id) as client:
+        hello = client.hello
+        assert hello["conv_id"] == conv_id
+        assert hello["profile"] == "default"
+        assert hello["last_seq"] == 0
+        assert hello["running"] is False
+        assert hello["engine"] == "offline"
+        assert hello["session_id"]
+
+        run = await start_run(http, conv_id, "calc: 6*7")
+        assert run["conv_id"] == conv_id
+        assert run["session_id"] == hello["session_id"]
+        await client.read_run(run["inference_id"])
+
+    frames = client.frames
+    types = [f["type"] for f in frames]
+    assert types[:3] == ["chat.user_message", "run.started", "llm.start"], types
+    assert frames[0]["text"] == "calc: 6*7"
+    assert types[-1] == "run.finished", types
+    assert terminal_frames(frames, run["inference_id"]) == ["run.finished"]
+    assert not [t for t in types if t in ("error", "run.failed", "run.cancelled")]
+
+    assert_strictly_increasing(frames)
+    assert frames[0]["seq"] > hello["last_seq"]
+    for frame in frames:
+        assert frame["conv_id"] == conv_id
+        assert frame["session_id"] == hello["session_id"]
+        assert frame["inference_id"] == run["inference_id"]
+
+    # Two model calls around one calculator call, in order.
+    assert types.count("llm.start") == 2
+    assert types.count("llm.final") == 2
+    assert types.count("llm.delta") >= 2
+    (tool_start,) = [f for f in frames if f["type"] == "tool.start"]
+    (tool_result,) = [f for f in frames if f["type"] == "tool.result"]
+    (tool_done,) = [f for f in frames if f["type"] == "tool.done"]
+    assert tool_start["name"] == "calculator"
+    assert tool_start["input"] == {"expression": "6*7"}
+    assert str(tool_result["result"]) == "42"
+    assert not tool_result.get("error")
+    assert tool_start["id"] == tool_result["id"] == tool_done["id"]
+    assert tool_start["seq"] < tool_result["seq"] < tool_done["seq"]
+    second_start = [f for f in frames if f["type"] == "llm.start"][1]
+    assert tool_done["seq"] < second_start["seq"]
+
+    finals = assert_deltas_match_finals(frames)
+    last_final = [f for f in frames if f["type"] == "llm.final"][-1]
+    assert finals[last_final["id"]] == "The result of 6*7 is 42."
+
+
+# -- 2. ping -------------------------------------------------------------------------------
+
+
+async def test_ping_text_and_json_ping_both_get_pong(server: LiveServer) -> None:
+    async with viewer(server, new_conv()) as client:
+        await client.ws.send("ping")
+        async with asyncio.timeout(WAIT):
+            assert (await client.recv())["type"] == "ws.pong"
+        # Anything else is ignored, and does not end the connection.
+        await client.ws.send("not a command")
+        await client.ws.send(json.dumps({"type": "ws.ping"}))
+        async with asyncio.timeout(WAIT):
+            assert (await client.recv())["type"] == "ws.pong"
+        assert [f["type"] for f in client.frames] == ["ws.pong", "ws.pong"]
+
+
+# -- 3. bad join parameters ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"conv_id": ""},
+        {"conv_id": "../x"},
+        {"conv_id": "a" * 200},
+        {"conv_id": "ok-conv", "since": "-1"},
+    ],
+    ids=["missing", "empty", "path", "too-long", "bad-since"],
+)
+async def test_bad_join_parameters_get_an_error_frame_then_close_1008(
+    server: LiveServer, query: dict[str, str]
+) -> None:
+    async with connect(ws_url(server, **query)) as ws:
+        async with asyncio.timeout(WAIT):
+            event = await recv_event(ws)
+            assert event["type"] == "error", event
+            assert event["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+
+
+# -- 4. origin check -----------------------------------------------------------------------
+
+
+async def test_handshake_origin_must_be_same_host_or_allowed(server: LiveServer) -> None:
+    url = ws_url(server, conv_id=new_conv())
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin("http://evil.example")):
+            pass
+    assert refused.value.response.status_code == 403
+
+    # A host that merely starts like the server's is refused too.
+    with pytest.raises(InvalidStatus):
+        async with connect(url, origin=Origin(f"http://127.0.0.1.evil.example:{server.port}")):
+            pass
+
+    for origin in (f"http://127.0.0.1:{server.port}", ALLOWED_ORIGIN):
+        async with connect(url, origin=Origin(origin)) as ws:
+            async with asyncio.timeout(WAIT):
+                assert (await recv_event(ws))["type"] == "ws.hello", origin
+
+
+# -- 5. profile selection ------------------------------------------------------------------
+
+
+async def test_profile_from_query_then_cookie_then_default(server: LiveServer) -> None:
+    cookie = {"Cookie": "chat_profile=slow"}
+    async with viewer(server, new_conv(), profile="slow") as client:
+        assert client.hello["profile"] == "slow"
+    async with viewer(server, new_conv(), headers=cookie) as client:
+        assert client.hello["profile"] == "slow"
+    async with viewer(server, new_conv(), headers=cookie, profile="other") as client:
+        assert client.hello["profile"] == "other"
+    async with viewer(server, new_conv()) as client:
+        assert client.hello["profile"] == "default"
+
+
+async def test_unknown_profile_gets_an_error_frame_then_close(server: LiveServer) -> None:
+    async with connect(ws_url(server, conv_id=new_conv(), profile="nope")) as ws:
+        async with asyncio.timeout(WAIT):
+            event = await recv_event(ws)
+            assert event["type"] == "error", event
+            assert "nope" in event["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+
+
+# -- 6. resume -----------------------------------------------------------------------------
+
+
+async def test_reconnect_with_since_resumes_without_gap_or_duplicate(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    conv_id = new_conv()
+    async with viewer(server, conv_id, profile="slow") as first:
+        run = await start_run(http, conv_id, "tell me a long story", profile="slow")
+        await first.read_deltas(10)
+    # The run was still streaming when the first connection went away.
+    assert terminal_frames(first.frames, run["inference_id"]) == []
+    seen = first.last_seq
+
+    info = await wait_not_running(http, conv_id)
+    assert info["last_seq"] > seen
+
+    async with viewer(server, conv_id, since=seen) as second:
+        assert second.hello["running"] is False
+        end = await second.read_run(run["inference_id"])
+    assert end["type"] == "run.finished"
+    assert second.count("llm.delta") > 0, "the second connection should get the rest"
+    assert all(f["seq"] > seen for f in second.frames)
+
+    union = first.frames + second.frames
+    stored = await timeline(http, conv_id)
+    assert seqs(union) == seqs(stored)
+    assert len(set(seqs(union))) == len(union)
+    assert union == stored
+    assert_strictly_increasing(union)
+    assert terminal_frames(union, run["inference_id"]) == ["run.finished"]
+    (text,) = assert_deltas_match_finals(union).values()
+    assert len(text.split()) == SLOW_ANSWER_WORDS
+
+
+async def test_joining_mid_run_with_since_zero_gets_the_whole_transcript_once(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    conv_id = new_conv()
+    async with viewer(server, conv_id, profile="slow") as watcher:
+        run = await start_run(http, conv_id, "another long story", profile="slow")
+        await watcher.read_deltas(10)
+        async with viewer(server, conv_id, since=0) as late:
+            assert late.hello["running"] is True
+            assert late.hello["last_seq"] >= watcher.last_seq
+            await late.read_run(run["inference_id"])
+        await watcher.read_run(run["inference_id"])
+
+    stored = await timeline(http, conv_id)
+    assert seqs(late.frames) == seqs(stored)
+    assert len(set(seqs(late.frames))) == len(late.frames)
+    assert late.frames == stored
+    assert watcher.frames == stored
+    assert [f["type"] for f in late.frames][:2] == ["chat.user_message", "run.started"]
+    assert terminal_frames(late.frames, run["inference_id"]) == ["run.finished"]
+    assert_deltas_match_finals(late.frames)
+
+
+# -- 7. every client sees the same frames --------------------------------------------------
+
+
+async def test_two_clients_of_one_conversation_receive_identical_frames(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    conv_id = new_conv()
+    async with viewer(server, conv_id) as one, viewer(server, conv_id) as two:
+        assert one.hello["session_id"] == two.hello["session_id"]
+        run = await start_run(http, conv_id, "calc: 6*7")
+        await asyncio.gather(one.read_run(run["inference_id"]), two.read_run(run["inference_id"]))
+    assert len(one.frames) > 20
+    assert seqs(one.frames) == seqs(two.frames)
+    assert one.frames == two.frames
+    assert_strictly_increasing(one.frames)
+    assert one.frames == await timeline(http, conv_id)
+
+
+async def test_a_new_run_can_start_as_soon_as_run_finished_arrives(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    """What a browser does: the send button comes back with ``run.finished``."""
+    conv_id = new_conv()
+    async with viewer(server, conv_id) as client:
+        for prompt in ("first question", "second question", "calc: 1+1"):
+            run = await start_run(http, conv_id, prompt)
+            assert (await client.read_run(run["inference_id"]))["type"] == "run.finished"
+    assert [f["text"] for f in client.frames if f["type"] == "chat.user_message"] == [
+        "first question",
+        "second question",
+        "calc: 1+1",
+    ]
+    assert_strictly_increasing(client.frames)
+
+
+# -- 8. leaving does not cancel ------------------------------------------------------------
+
+
+async def test_disconnecting_every_client_does_not_cancel_the_run(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    conv_id = new_conv()
+    async with viewer(server, conv_id, profile="slow") as one, viewer(server, conv_id) as two:
+        run = await start_run(http, conv_id, "keep going without me", profile="slow")
+        await asyncio.gather(one.read_deltas(3), two.read_deltas(3))
+    assert terminal_frames(one.frames + two.frames, run["inference_id"]) == []
+
+    await wait_not_running(http, conv_id, no_clients=True)
+    # The end is there for whoever comes back.
+    async with viewer(server, conv_id, since=one.last_seq) as back:
+        end = await back.read_run(run["inference_id"])
+    assert end["type"] == "run.finished"
+
+    stored = await timeline(http, conv_id)
+    assert terminal_frames(stored, run["inference_id"]) == ["run.finished"]
+    (text,) = assert_deltas_match_finals(stored).values()
+    assert len(text.split()) == SLOW_ANSWER_WORDS
+    (turn,) = (await http.get(f"/api/conversations/{conv_id}")).json()["turns"]
+    assert turn["metadata"].get("stop_reason") == "stop"
+    assert not turn["metadata"].get("error")
