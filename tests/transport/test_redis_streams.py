@@ -179,7 +179,9 @@ async def test_subscriber_resumes_after_redis_restart(
     topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     server = start_redis_server()  # its own server: restarting the shared one would disturb others
-    transport = RedisStreamsTransport(server.url, block_ms=200, backoff_max=0.5)
+    transport = RedisStreamsTransport(
+        server.url, block_ms=200, backoff_max=0.5, publish_retry_for=0
+    )
     try:
         sub = await transport.subscribe(topic)
         before = [await transport.publish(topic, f"before{i}".encode()) for i in range(5)]
@@ -187,7 +189,7 @@ async def test_subscriber_resumes_after_redis_restart(
 
         await asyncio.to_thread(server.stop, kill=True)
         with pytest.raises(redis.exceptions.ConnectionError):
-            await transport.publish(topic, b"while down")  # publishing fails fast, no hidden retry
+            await transport.publish(topic, b"while down")  # no retry window: fails at once
         await asyncio.to_thread(server.start)
 
         # The restarted server is empty; its new ids are later in time than our cursor.
@@ -239,3 +241,24 @@ async def test_a_fatal_read_error_ends_the_iteration_with_it(
         await close(sub)
     finally:
         await close(transport)
+
+
+async def test_publish_waits_out_a_short_outage(topic: str) -> None:
+    server = start_redis_server()
+    transport = RedisStreamsTransport(server.url, backoff_max=0.2, publish_retry_for=20)
+    try:
+        await transport.publish(topic, b"before")
+        await asyncio.to_thread(server.stop, kill=True)
+        pending = asyncio.create_task(transport.publish(topic, b"during"))
+        await asyncio.sleep(0)  # the publish is now retrying against a dead server
+        assert not pending.done()
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(WAIT):
+            message = await pending
+        assert message.payload == b"during"
+        sub = await transport.subscribe(topic, after_seq=0)
+        assert [m.payload for m in await take(sub, 1)] == [b"during"]
+        await close(sub)
+    finally:
+        await close(transport)
+        server.cleanup()

@@ -195,6 +195,7 @@ class RedisStreamsTransport:
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
         command_timeout: float = 5.0,
+        publish_retry_for: float = 30.0,
     ) -> None:
         if block_ms <= 0:
             raise ValueError("block_ms must be > 0 (0 would block forever)")
@@ -205,6 +206,9 @@ class RedisStreamsTransport:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.command_timeout = command_timeout
+        self.publish_retry_for = publish_retry_for
+        """Seconds a publish keeps retrying while Redis is unreachable, so a run survives a
+        short outage (it completes once Redis is back) instead of failing at once."""
         # Deadlines are ``asyncio.timeout`` around each command, not redis-py's socket timeout:
         # with one set, redis-py sends through ``asyncio.wait_for``, which on Python 3.11 can
         # swallow the caller's cancellation (a cancelled run would keep running).
@@ -226,10 +230,22 @@ class RedisStreamsTransport:
 
     async def publish(self, topic: str, payload: bytes) -> TransportMessage:
         self._check_open()
-        async with asyncio.timeout(self.command_timeout):
-            raw_id = await self.client.xadd(
-                topic, {PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True
-            )
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.publish_retry_for
+        delay = self.backoff_initial
+        while True:
+            try:
+                async with asyncio.timeout(self.command_timeout):
+                    raw_id = await self.client.xadd(
+                        topic, {PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True
+                    )
+                break
+            except _RETRYABLE as exc:
+                if loop.time() + delay > give_up:
+                    raise
+                logger.warning("publish to %s failed (%s); retrying in %.1fs", topic, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
         entry_id = _text(raw_id)
         return TransportMessage(
             topic=topic, id=entry_id, seq=seq_from_entry_id(entry_id), payload=payload
