@@ -9,24 +9,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import signal
-import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.support.live_server import live_server
-
-TERMINAL = ("run.finished", "run.failed", "run.cancelled")
-WAIT = 15.0
+from tests.support.redis_server import free_port
+from tests.support.ws_client import (
+    WAIT,
+    Viewer,
+    start_run,
+    terminal_frames,
+    timeline,
+    viewer,
+)
 
 PROFILES = """
 profiles:
@@ -49,58 +50,6 @@ def write_profiles(tmp_path: Path) -> Path:
     return path
 
 
-async def recv_event(ws: ClientConnection) -> dict[str, Any]:
-    message = json.loads(await ws.recv())
-    assert message.get("sem") is True, message
-    event: dict[str, Any] = message["event"]
-    return event
-
-
-class Viewer:
-    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
-        self.ws = ws
-        self.hello = hello
-        self.frames: list[dict[str, Any]] = []
-
-    async def read_until(
-        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await recv_event(self.ws)
-                self.frames.append(event)
-                if stop(event):
-                    return event
-
-    def count(self, frame_type: str) -> int:
-        return sum(1 for f in self.frames if f["type"] == frame_type)
-
-    async def read_run(self, inference_id: str) -> dict[str, Any]:
-        return await self.read_until(
-            lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id
-        )
-
-
-@contextlib.asynccontextmanager
-async def viewer(ws_base: str, conv_id: str, **params: Any) -> AsyncIterator[Viewer]:
-    query = urlencode({"conv_id": conv_id, **{k: str(v) for k, v in params.items()}})
-    async with connect(f"{ws_base}/ws?{query}") as ws:
-        async with asyncio.timeout(WAIT):
-            hello = await recv_event(ws)
-        assert hello["type"] == "ws.hello", hello
-        yield Viewer(ws, hello)
-
-
-async def start_run(
-    http: httpx.AsyncClient, conv_id: str, prompt: str, profile: str | None = None
-) -> dict[str, Any]:
-    path = f"/chat/{profile}" if profile else "/chat"
-    response = await http.post(path, json={"prompt": prompt, "conv_id": conv_id})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
 async def get_json(http: httpx.AsyncClient, path: str, **params: Any) -> dict[str, Any]:
     response = await http.get(path, params=params)
     assert response.status_code == 200, response.text
@@ -108,27 +57,8 @@ async def get_json(http: httpx.AsyncClient, path: str, **params: Any) -> dict[st
     return body
 
 
-async def timeline(http: httpx.AsyncClient, conv_id: str) -> list[dict[str, Any]]:
-    body = await get_json(http, f"/api/conversations/{conv_id}/timeline", since=0)
-    frames: list[dict[str, Any]] = body["frames"]
-    return frames
-
-
 def user_texts(turn: dict[str, Any]) -> list[str]:
     return [b["payload"]["text"] for b in turn["blocks"] if b["kind"] == "user"]
-
-
-def terminal_frames(frames: list[dict[str, Any]], inference_id: str) -> list[str]:
-    return [
-        f["type"] for f in frames if f["type"] in TERMINAL and f.get("inference_id") == inference_id
-    ]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- 9. restart ----------------------------------------------------------------------------
@@ -216,7 +146,7 @@ async def drain(client: Viewer) -> None:
     """Keep reading until the server closes the connection."""
     with contextlib.suppress(ConnectionClosed):
         while True:
-            client.frames.append(await recv_event(client.ws))
+            await client.recv()
 
 
 async def test_sigterm_mid_run_exits_cleanly_and_records_the_cancel(tmp_path: Path) -> None:

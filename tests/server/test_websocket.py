@@ -7,25 +7,32 @@ went one way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from tests.support.live_server import LiveServer, live_server
+from tests.support.ws_client import (
+    WAIT,
+    assert_strictly_increasing,
+    recv_event,
+    seqs,
+    start_run,
+    terminal_frames,
+    timeline,
+    viewer,
+    wait_not_running,
+    ws_url,
+)
 
-TERMINAL = ("run.finished", "run.failed", "run.cancelled")
-WAIT = 15.0
 SLOW_ANSWER_WORDS = 150
 
 PROFILES = f"""
@@ -56,110 +63,6 @@ def new_conv() -> str:
     return f"ws-{uuid.uuid4().hex[:12]}"
 
 
-async def recv_event(ws: ClientConnection) -> dict[str, Any]:
-    message = json.loads(await ws.recv())
-    assert message.get("sem") is True, message
-    event: dict[str, Any] = message["event"]
-    return event
-
-
-class Viewer:
-    """One WebSocket client: its ``ws.hello`` and every later frame it received, in order."""
-
-    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
-        self.ws = ws
-        self.hello = hello
-        self.frames: list[dict[str, Any]] = []
-
-    async def recv(self) -> dict[str, Any]:
-        event = await recv_event(self.ws)
-        self.frames.append(event)
-        return event
-
-    async def read_until(
-        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await self.recv()
-                if stop(event):
-                    return event
-
-    async def read_run(self, inference_id: str) -> dict[str, Any]:
-        """Frames up to and including the run's terminal frame; returns that frame."""
-        return await self.read_until(
-            lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id
-        )
-
-    async def read_deltas(self, count: int) -> None:
-        await self.read_until(lambda e: self.count("llm.delta") >= count)
-
-    def count(self, frame_type: str) -> int:
-        return sum(1 for f in self.frames if f["type"] == frame_type)
-
-    @property
-    def last_seq(self) -> int:
-        return int(self.frames[-1]["seq"]) if self.frames else int(self.hello["last_seq"])
-
-
-def ws_url(server: LiveServer, **params: str) -> str:
-    return f"{server.ws_url}/ws?{urlencode(params)}"
-
-
-@contextlib.asynccontextmanager
-async def viewer(
-    server: LiveServer, conv_id: str, *, headers: dict[str, str] | None = None, **params: Any
-) -> AsyncIterator[Viewer]:
-    query = {"conv_id": conv_id, **{k: str(v) for k, v in params.items()}}
-    async with connect(ws_url(server, **query), additional_headers=headers) as ws:
-        async with asyncio.timeout(WAIT):
-            hello = await recv_event(ws)
-        assert hello["type"] == "ws.hello", hello
-        yield Viewer(ws, hello)
-
-
-async def start_run(
-    http: httpx.AsyncClient, conv_id: str, prompt: str, profile: str | None = None
-) -> dict[str, Any]:
-    path = f"/chat/{profile}" if profile else "/chat"
-    response = await http.post(path, json={"prompt": prompt, "conv_id": conv_id})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    assert body["status"] == "running"
-    return body
-
-
-async def wait_not_running(
-    http: httpx.AsyncClient, conv_id: str, *, no_clients: bool = False, timeout: float = WAIT
-) -> dict[str, Any]:
-    """Poll the conversation until its run is over (and, if asked, every client has left)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            response = await http.get(f"/api/conversations/{conv_id}")
-            assert response.status_code == 200, response.text
-            info: dict[str, Any] = response.json()
-            if not info["running"] and not (no_clients and info["clients"]):
-                return info
-            await asyncio.sleep(0.05)
-
-
-async def timeline(http: httpx.AsyncClient, conv_id: str, since: int = 0) -> list[dict[str, Any]]:
-    response = await http.get(f"/api/conversations/{conv_id}/timeline", params={"since": since})
-    assert response.status_code == 200, response.text
-    frames: list[dict[str, Any]] = response.json()["frames"]
-    return frames
-
-
-def seqs(frames: list[dict[str, Any]]) -> list[int]:
-    return [int(f["seq"]) for f in frames]
-
-
-def assert_strictly_increasing(frames: list[dict[str, Any]]) -> None:
-    ordinals = seqs(frames)
-    bad = [(a, b) for a, b in itertools.pairwise(ordinals) if a >= b]
-    assert not bad, f"seq not strictly increasing: {bad[:5]}"
-
-
 def assert_deltas_match_finals(frames: list[dict[str, Any]]) -> dict[str, str]:
     """For each message id: the deltas concatenate to its ``llm.final`` text.
 
@@ -185,12 +88,6 @@ def assert_deltas_match_finals(frames: list[dict[str, Any]]) -> dict[str, str]:
     for message_id, text in finals.items():
         assert streamed.get(message_id, "") == text, f"message {message_id}"
     return finals
-
-
-def terminal_frames(frames: list[dict[str, Any]], inference_id: str) -> list[str]:
-    return [
-        f["type"] for f in frames if f["type"] in TERMINAL and f.get("inference_id") == inference_id
-    ]
 
 
 # -- fixtures ------------------------------------------------------------------------------
@@ -222,7 +119,7 @@ async def test_hello_then_the_live_frames_of_a_tool_run(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     conv_id = new_conv()
-    async with viewer(server, conv_id) as client:
+    async with viewer(server.ws_url, conv_id) as client:
         hello = client.hello
         assert hello["conv_id"] == conv_id
         assert hello["profile"] == "default"
@@ -276,7 +173,7 @@ async def test_hello_then_the_live_frames_of_a_tool_run(
 
 
 async def test_ping_text_and_json_ping_both_get_pong(server: LiveServer) -> None:
-    async with viewer(server, new_conv()) as client:
+    async with viewer(server.ws_url, new_conv()) as client:
         await client.ws.send("ping")
         async with asyncio.timeout(WAIT):
             assert (await client.recv())["type"] == "ws.pong"
@@ -305,7 +202,7 @@ async def test_ping_text_and_json_ping_both_get_pong(server: LiveServer) -> None
 async def test_bad_join_parameters_get_an_error_frame_then_close_1008(
     server: LiveServer, query: dict[str, str]
 ) -> None:
-    async with connect(ws_url(server, **query)) as ws:
+    async with connect(ws_url(server.ws_url, **query)) as ws:
         async with asyncio.timeout(WAIT):
             event = await recv_event(ws)
             assert event["type"] == "error", event
@@ -320,7 +217,7 @@ async def test_bad_join_parameters_get_an_error_frame_then_close_1008(
 
 
 async def test_handshake_origin_must_be_same_host_or_allowed(server: LiveServer) -> None:
-    url = ws_url(server, conv_id=new_conv())
+    url = ws_url(server.ws_url, conv_id=new_conv())
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, origin=Origin("http://evil.example")):
             pass
@@ -342,18 +239,18 @@ async def test_handshake_origin_must_be_same_host_or_allowed(server: LiveServer)
 
 async def test_profile_from_query_then_cookie_then_default(server: LiveServer) -> None:
     cookie = {"Cookie": "chat_profile=slow"}
-    async with viewer(server, new_conv(), profile="slow") as client:
+    async with viewer(server.ws_url, new_conv(), profile="slow") as client:
         assert client.hello["profile"] == "slow"
-    async with viewer(server, new_conv(), headers=cookie) as client:
+    async with viewer(server.ws_url, new_conv(), headers=cookie) as client:
         assert client.hello["profile"] == "slow"
-    async with viewer(server, new_conv(), headers=cookie, profile="other") as client:
+    async with viewer(server.ws_url, new_conv(), headers=cookie, profile="other") as client:
         assert client.hello["profile"] == "other"
-    async with viewer(server, new_conv()) as client:
+    async with viewer(server.ws_url, new_conv()) as client:
         assert client.hello["profile"] == "default"
 
 
 async def test_unknown_profile_gets_an_error_frame_then_close(server: LiveServer) -> None:
-    async with connect(ws_url(server, conv_id=new_conv(), profile="nope")) as ws:
+    async with connect(ws_url(server.ws_url, conv_id=new_conv(), profile="nope")) as ws:
         async with asyncio.timeout(WAIT):
             event = await recv_event(ws)
             assert event["type"] == "error", event
@@ -371,7 +268,7 @@ async def test_reconnect_with_since_resumes_without_gap_or_duplicate(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     conv_id = new_conv()
-    async with viewer(server, conv_id, profile="slow") as first:
+    async with viewer(server.ws_url, conv_id, profile="slow") as first:
         run = await start_run(http, conv_id, "tell me a long story", profile="slow")
         await first.read_deltas(10)
     # The run was still streaming when the first connection went away.
@@ -381,7 +278,7 @@ async def test_reconnect_with_since_resumes_without_gap_or_duplicate(
     info = await wait_not_running(http, conv_id)
     assert info["last_seq"] > seen
 
-    async with viewer(server, conv_id, since=seen) as second:
+    async with viewer(server.ws_url, conv_id, since=seen) as second:
         assert second.hello["running"] is False
         end = await second.read_run(run["inference_id"])
     assert end["type"] == "run.finished"
@@ -403,10 +300,10 @@ async def test_joining_mid_run_with_since_zero_gets_the_whole_transcript_once(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     conv_id = new_conv()
-    async with viewer(server, conv_id, profile="slow") as watcher:
+    async with viewer(server.ws_url, conv_id, profile="slow") as watcher:
         run = await start_run(http, conv_id, "another long story", profile="slow")
         await watcher.read_deltas(10)
-        async with viewer(server, conv_id, since=0) as late:
+        async with viewer(server.ws_url, conv_id, since=0) as late:
             assert late.hello["running"] is True
             assert late.hello["last_seq"] >= watcher.last_seq
             await late.read_run(run["inference_id"])
@@ -429,7 +326,7 @@ async def test_two_clients_of_one_conversation_receive_identical_frames(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     conv_id = new_conv()
-    async with viewer(server, conv_id) as one, viewer(server, conv_id) as two:
+    async with viewer(server.ws_url, conv_id) as one, viewer(server.ws_url, conv_id) as two:
         assert one.hello["session_id"] == two.hello["session_id"]
         run = await start_run(http, conv_id, "calc: 6*7")
         await asyncio.gather(one.read_run(run["inference_id"]), two.read_run(run["inference_id"]))
@@ -445,7 +342,7 @@ async def test_a_new_run_can_start_as_soon_as_run_finished_arrives(
 ) -> None:
     """What a browser does: the send button comes back with ``run.finished``."""
     conv_id = new_conv()
-    async with viewer(server, conv_id) as client:
+    async with viewer(server.ws_url, conv_id) as client:
         for prompt in ("first question", "second question", "calc: 1+1"):
             run = await start_run(http, conv_id, prompt)
             assert (await client.read_run(run["inference_id"]))["type"] == "run.finished"
@@ -464,14 +361,17 @@ async def test_disconnecting_every_client_does_not_cancel_the_run(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     conv_id = new_conv()
-    async with viewer(server, conv_id, profile="slow") as one, viewer(server, conv_id) as two:
+    async with (
+        viewer(server.ws_url, conv_id, profile="slow") as one,
+        viewer(server.ws_url, conv_id) as two,
+    ):
         run = await start_run(http, conv_id, "keep going without me", profile="slow")
         await asyncio.gather(one.read_deltas(3), two.read_deltas(3))
     assert terminal_frames(one.frames + two.frames, run["inference_id"]) == []
 
     await wait_not_running(http, conv_id, no_clients=True)
     # The end is there for whoever comes back.
-    async with viewer(server, conv_id, since=one.last_seq) as back:
+    async with viewer(server.ws_url, conv_id, since=one.last_seq) as back:
         end = await back.read_run(run["inference_id"])
     assert end["type"] == "run.finished"
 
