@@ -34,6 +34,7 @@ from tests.support.fake_anthropic import (
     tool_use_block,
 )
 from tests.support.http_server import serve_app
+from tests.support.tool_definitions import CALCULATOR, WEATHER
 from webchat.engines import EngineError, RunContext, StepSettings, ToolDefinition
 from webchat.engines.anthropic_messages import AnthropicMessagesEngine, build_messages
 from webchat.events import (
@@ -48,21 +49,6 @@ from webchat.events import (
 from webchat.turns import Block, BlockKind, Turn
 
 API_KEY = "sk-ant-test-7f3a9c2e5b1d4f6a8e0c"
-
-CALCULATOR = ToolDefinition(
-    name="calculator",
-    description="Evaluate an arithmetic expression.",
-    parameters={
-        "type": "object",
-        "properties": {"expression": {"type": "string"}},
-        "required": ["expression"],
-    },
-)
-WEATHER = ToolDefinition(
-    name="weather",
-    description="Current weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}},
-)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from tests.support.fake_openai import (
     usage_chunk,
 )
 from tests.support.http_server import serve_app
+from tests.support.tool_definitions import CALCULATOR, WEATHER
 from webchat.engines import EngineError, RunContext, StepSettings, ToolDefinition, create_engine
 from webchat.engines.openai_chat import NO_KEY_PLACEHOLDER, OpenAIChatEngine, turn_to_messages
 from webchat.events import (
@@ -37,20 +38,6 @@ from webchat.turns import Block, BlockKind, Turn
 
 API_KEY = "sk-test-9f8e7d6c5b4a-SECRET"
 
-CALCULATOR = ToolDefinition(
-    name="calculator",
-    description="Evaluate an arithmetic expression.",
-    parameters={
-        "type": "object",
-        "properties": {"expression": {"type": "string"}},
-        "required": ["expression"],
-    },
-)
-WEATHER = ToolDefinition(
-    name="weather",
-    description="Current weather for a city.",
-    parameters={"type": "object", "properties": {"city": {"type": "string"}}},
-)
 
 Run = Callable[..., Awaitable[Turn]]
 
