@@ -382,3 +382,13 @@ async def test_disconnecting_every_client_does_not_cancel_the_run(
     (turn,) = (await http.get(f"/api/conversations/{conv_id}")).json()["turns"]
     assert turn["metadata"].get("stop_reason") == "stop"
     assert not turn["metadata"].get("error")
+
+
+async def test_a_silent_socket_is_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    with live_server(db=":memory:", idle_timeout=0.3) as quiet:
+        async with viewer(quiet.ws_url, new_conv()) as client:
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(WAIT):
+                    await client.recv()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle timeout")
