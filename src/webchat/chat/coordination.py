@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 log = logging.getLogger("webchat.coordination")
 
@@ -163,10 +165,17 @@ class LocalCoordination:
         self._responses[key] = response
 
 
-# Renew only our own lease; release only our own lock.
+# Renew only our own lease; release only our own lock. A lock that is gone altogether (Redis
+# restarted empty while we run) is taken back, with its marker, so no other run slips in.
 _RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local held = redis.call('get', KEYS[1])
+if held == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not held then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('set', KEYS[2], ARGV[3], 'NX')
+  return 2
 end
 return 0
 """
@@ -216,6 +225,8 @@ class RedisCoordination:
         self.owner = uuid.uuid4().hex[:12]
         self._redis: aredis.Redis | None = None
         self._held: dict[str, str] = {}  # conv_id -> lock value
+        # A renewal must never land after the release of the same lock: it would take it back.
+        self._lease_guard = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._on_cancel: CancelHandler | None = None
         self._on_orphan: OrphanHandler | None = None
@@ -235,7 +246,9 @@ class RedisCoordination:
 
     async def start(self, on_cancel: CancelHandler, on_orphan: OrphanHandler) -> None:
         self._on_cancel, self._on_orphan = on_cancel, on_orphan
-        self._redis = aredis.from_url(self.url, socket_timeout=None)
+        # One retry on a fresh connection: after Redis restarts, every pooled connection is
+        # dead, and redis-py (RESP3) hands them out unchecked.
+        self._redis = aredis.from_url(self.url, socket_timeout=None, retry=Retry(NoBackoff(), 1))
         self._tasks = [
             asyncio.create_task(self._renew_loop(), name="run-lease-renewal"),
             asyncio.create_task(self._reap_loop(), name="run-reaper"),
@@ -260,9 +273,14 @@ class RedisCoordination:
 
     async def try_lock(self, conv_id: str, inference_id: str) -> str | None:
         value = f"{self.owner}|{inference_id}"
-        taken = await self.redis.set(self._key("run:", conv_id), value, nx=True, px=self.lease_ms)
-        if not taken:
-            return await self.holder(conv_id) or "unknown"
+        key = self._key("run:", conv_id)
+        while not await self.redis.set(key, value, nx=True, px=self.lease_ms):
+            holder = await self.holder(conv_id)
+            if holder == inference_id:
+                break  # our SET was applied but its reply lost, then retried
+            if holder is not None:
+                return holder
+            # Released between the two commands: the lock is free now, try again.
         self._held[conv_id] = value
         # A marker that outlives a crashed owner's lease, so its run can be closed.
         previous = await self.redis.getset(self._key("active:", conv_id), inference_id)
@@ -271,9 +289,10 @@ class RedisCoordination:
         return None
 
     async def unlock(self, conv_id: str, inference_id: str) -> None:
-        value = self._held.pop(conv_id, None)
-        if value is not None:
-            await self._release(conv_id, value)
+        async with self._lease_guard:
+            value = self._held.pop(conv_id, None)
+            if value is not None:
+                await self._release(conv_id, value)
 
     async def _release(self, conv_id: str, value: str) -> None:
         inference_id = value.split("|", 1)[1]
@@ -311,16 +330,29 @@ class RedisCoordination:
     async def _renew_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
-            for conv_id, value in list(self._held.items()):
+            for conv_id in list(self._held):
                 try:
-                    kept = await self._call(
-                        "eval", _RENEW, 1, self._key("run:", conv_id), value, self.lease_ms
-                    )
+                    async with self._lease_guard:
+                        value = self._held.get(conv_id)
+                        if value is None:
+                            continue
+                        kept = await self._call(
+                            "eval",
+                            _RENEW,
+                            2,
+                            self._key("run:", conv_id),
+                            self._key("active:", conv_id),
+                            value,
+                            self.lease_ms,
+                            value.split("|", 1)[1],
+                        )
                 except (redis.exceptions.RedisError, OSError) as exc:
                     log.warning("could not renew the run lease of %s: %s", conv_id, exc)
                     continue
                 if not kept:
                     log.error("run lease of %s was lost", conv_id)
+                elif kept == 2:
+                    log.warning("run lock of %s had vanished from redis; taken back", conv_id)
 
     async def _reap_loop(self) -> None:
         while True:

@@ -284,7 +284,13 @@ class ChatService:
         self.manager.persist(conversation)
         await conversation.wait_for_end_frame(handle.inference_id)
         await self.store.flush()  # the next run may start on another process
-        await self._start_next(conv_id, held=handle.inference_id)
+        try:
+            await self._start_next(conv_id, held=handle.inference_id)
+        except Exception:
+            # Redis failed mid-way: never keep (and renew) a lock no run of ours uses.
+            log.exception("could not hand over the run lock of %s; releasing it", conv_id)
+            with contextlib.suppress(Exception):
+                await self.coordination.unlock(conv_id, handle.inference_id)
 
     async def _start_next(self, conv_id: str, held: str | None) -> None:
         while (pending := await self.coordination.dequeue(conv_id)) is not None:
@@ -353,6 +359,8 @@ class ChatService:
     async def cancel(self, conv_id: str) -> dict[str, Any]:
         """Cancel the active run wherever it runs; returns once it has let go (or 15 s)."""
         holder = await self.coordination.holder(conv_id)
+        if holder is not None and await self._ending(conv_id, holder):
+            holder = None  # it had ended already; only its lock was still being let go
         if holder is None:
             if (
                 self.manager.find(conv_id) is None
@@ -419,6 +427,8 @@ class ChatService:
             if await self.store.get_conversation(conv_id) is None:
                 raise UnknownConversationError(f"unknown conversation {conv_id!r}")
             conversation = await self.manager.join(conv_id, self.profiles.default_slug)
+        elif self.shared_state and not conversation.is_running:
+            await self._catch_up(conversation)  # another process may have run the last turns
         return {
             "conv_id": conv_id,
             "session_id": conversation.session.session_id,
