@@ -214,7 +214,8 @@ class RedisStreamsTransport:
         # swallow the caller's cancellation (a cancelled run would keep running).
         self.client: aredis.Redis = aredis.Redis.from_url(
             url,
-            retry=Retry(NoBackoff(), 0),
+            # One immediate retry: after a Redis restart the pool hands out dead connections.
+            retry=Retry(NoBackoff(), 1),
             socket_timeout=None,
             socket_connect_timeout=command_timeout,
         )
