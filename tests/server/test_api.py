@@ -287,3 +287,19 @@ async def test_ui_is_served_at_root_and_under_a_prefix(make_client: ClientFactor
         assert (await client.get("/chat-ui/")).status_code == 200
         assert (await client.get("/chat-ui/healthz")).status_code == 200
         assert (await client.get("/healthz")).status_code == 404
+
+
+async def test_an_internal_failure_is_json_and_settles_the_idempotency_key(
+    client: AppClient, monkeypatch: pytest.MonkeyPatch
+):
+    async def broken(conv_id: str, inference_id: str) -> str | None:
+        raise ConnectionError("coordination store unreachable")
+
+    monkeypatch.setattr(client.service.coordination, "try_lock", broken)
+    headers = {"Idempotency-Key": "key-broken"}
+    first = await client.post("/chat", json={"prompt": "hi", "conv_id": "e-1"}, headers=headers)
+    assert first.status_code == 500
+    assert first.json() == {"error": "internal error: ConnectionError"}
+    async with asyncio.timeout(5):  # a retry gets the same answer instead of waiting forever
+        again = await client.post("/chat", json={"prompt": "hi", "conv_id": "e-1"}, headers=headers)
+    assert (again.status_code, again.json()) == (500, first.json())

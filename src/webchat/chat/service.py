@@ -165,6 +165,10 @@ class ChatService:
             )
         except WebchatError as exc:
             response = StoredResponse(exc.status_code, {"error": exc.message, **exc.details})
+        except Exception as exc:
+            # Still settle the key: a retry with it must get an answer, not wait forever.
+            log.exception("run request failed")
+            response = StoredResponse(500, {"error": f"internal error: {type(exc).__name__}"})
         if idempotency_key:
             await self.coordination.settle(idempotency_key, response)
         return response
