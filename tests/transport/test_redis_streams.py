@@ -262,3 +262,19 @@ async def test_publish_waits_out_a_short_outage(topic: str) -> None:
     finally:
         await close(transport)
         server.cleanup()
+
+
+async def test_more_subscriptions_than_redis_py_default_pool(redis_url: str) -> None:
+    # Every live subscription holds a connection blocked in XREAD; 150 must all work.
+    transport = RedisStreamsTransport(redis_url, block_ms=200)
+    try:
+        topics = [f"chat:many-{i}" for i in range(150)]
+        subs = [await transport.subscribe(t) for t in topics]
+        published = [await transport.publish(t, t.encode()) for t in topics]
+        async with asyncio.timeout(WAIT):
+            for sub, message in zip(subs, published, strict=True):
+                assert await take(sub, 1) == [message]
+        for sub in subs:
+            await close(sub)
+    finally:
+        await close(transport)

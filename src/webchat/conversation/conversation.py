@@ -141,10 +141,13 @@ class Conversation:
 
     async def wait_for_frame(self, predicate: Callable[[Frame], bool]) -> Frame:
         """The first buffered frame matching ``predicate``, waiting for it if needed."""
+        checked = -1  # seq up to which frames have been looked at
         while True:
-            found = next((f for f in self.buffer if predicate(f)), None)
+            frames = self.buffer if checked < 0 else self.buffer.since(checked)
+            found = next((f for f in frames if predicate(f)), None)
             if found is not None:
                 return found
+            checked = self.buffer.last_seq
             self._dispatched.clear()
             await self._dispatched.wait()
 

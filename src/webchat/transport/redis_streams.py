@@ -196,6 +196,7 @@ class RedisStreamsTransport:
         backoff_max: float = 2.0,
         command_timeout: float = 5.0,
         publish_retry_for: float = 30.0,
+        max_connections: int = 10_000,
     ) -> None:
         if block_ms <= 0:
             raise ValueError("block_ms must be > 0 (0 would block forever)")
@@ -218,6 +219,9 @@ class RedisStreamsTransport:
             retry=Retry(NoBackoff(), 1),
             socket_timeout=None,
             socket_connect_timeout=command_timeout,
+            # Each live subscription keeps one connection blocked in XREAD: the pool must hold
+            # one per followed conversation (redis-py's default of 100 capped a process at ~100).
+            max_connections=max_connections,
         )
         self._subscriptions: set[_RedisSubscription] = set()
         self._closed = False
