@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aredis
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+
+from webchat.transport.redis_client import command_client
 
 log = logging.getLogger("webchat.coordination")
 
@@ -248,7 +248,7 @@ class RedisCoordination:
         self._on_cancel, self._on_orphan = on_cancel, on_orphan
         # One retry on a fresh connection: after Redis restarts, every pooled connection is
         # dead, and redis-py (RESP3) hands them out unchecked.
-        self._redis = aredis.from_url(self.url, socket_timeout=None, retry=Retry(NoBackoff(), 1))
+        self._redis = command_client(self.url)
         self._tasks = [
             asyncio.create_task(self._renew_loop(), name="run-lease-renewal"),
             asyncio.create_task(self._reap_loop(), name="run-reaper"),

@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aredis
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from webchat.storage.base import ConversationRecord
+from webchat.transport.redis_client import command_client
 from webchat.turns.models import Turn
 
 if TYPE_CHECKING:
@@ -64,11 +63,7 @@ class RedisStore:
 
     async def open(self) -> None:
         if self._redis is None:
-            # One retry on a fresh connection: after Redis restarts, every pooled connection
-            # is dead, and redis-py (RESP3) hands them out unchecked.
-            self._redis = aredis.from_url(
-                self.url, socket_timeout=None, retry=Retry(NoBackoff(), 1)
-            )
+            self._redis = command_client(self.url)
             self._writer = asyncio.create_task(self._write_loop(), name="redis-store-writer")
 
     async def close(self) -> None:

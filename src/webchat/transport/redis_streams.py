@@ -22,8 +22,6 @@ from typing import Any
 
 import redis.asyncio as aredis
 import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from webchat.transport._subscription import QueuedSubscription
 from webchat.transport.base import (
@@ -32,6 +30,7 @@ from webchat.transport.base import (
     TransportClosedError,
     TransportMessage,
 )
+from webchat.transport.redis_client import streaming_client
 
 logger = logging.getLogger(__name__)
 
@@ -210,18 +209,11 @@ class RedisStreamsTransport:
         self.publish_retry_for = publish_retry_for
         """Seconds a publish keeps retrying while Redis is unreachable, so a run survives a
         short outage (it completes once Redis is back) instead of failing at once."""
-        # Deadlines are ``asyncio.timeout`` around each command, not redis-py's socket timeout:
-        # with one set, redis-py sends through ``asyncio.wait_for``, which on Python 3.11 can
-        # swallow the caller's cancellation (a cancelled run would keep running).
-        self.client: aredis.Redis = aredis.Redis.from_url(
-            url,
-            # One immediate retry: after a Redis restart the pool hands out dead connections.
-            retry=Retry(NoBackoff(), 1),
-            socket_timeout=None,
-            socket_connect_timeout=command_timeout,
-            # Each live subscription keeps one connection blocked in XREAD: the pool must hold
-            # one per followed conversation (redis-py's default of 100 capped a process at ~100).
-            max_connections=max_connections,
+        # Deadlines are ``asyncio.timeout`` around each command (see redis_client.py).
+        # Each live subscription keeps one connection blocked in XREAD: the pool must hold
+        # one per followed conversation (redis-py's default of 100 capped a process at ~100).
+        self.client: aredis.Redis = streaming_client(
+            url, max_connections=max_connections, socket_connect_timeout=command_timeout
         )
         self._subscriptions: set[_RedisSubscription] = set()
         self._closed = False
