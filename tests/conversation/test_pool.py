@@ -258,3 +258,175 @@ async def test_close_closes_every_client_and_leaves_no_task(no_leaked_tasks):
     assert pool.count == 0
     with pytest.raises(RuntimeError):
         pool.add(FakeConnection())
+
+
+class InstantConnection:
+    """A WebSocket whose send completes without suspending, as a socket with room does.
+
+    ``block()`` makes the next sends wait until ``unblock()`` (a peer whose buffer is full);
+    ``fail`` makes them raise at once (a peer that is gone).
+    """
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.close_calls: list[tuple[int, str]] = []
+        self.closed = asyncio.Event()
+        self.fail = False
+        self.in_flight = 0
+        self._progress = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def block(self) -> None:
+        self._writable.clear()
+
+    def unblock(self) -> None:
+        self._writable.set()
+
+    async def send_text(self, data: str, /) -> None:
+        self.in_flight += 1
+        try:
+            if not self._writable.is_set():
+                await self._writable.wait()
+            if self.fail:
+                raise OSError("peer went away")
+            self.received.append(data)
+            self._progress.set()
+        finally:
+            self.in_flight -= 1
+
+    async def wait_for_count(self, count: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.received) < count:
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def close(self, code: int = 1000, reason: str = "", /) -> None:
+        self.close_calls.append((code, reason))
+        self.closed.set()
+
+
+async def test_a_send_that_completes_at_once_wakes_no_task(no_leaked_tasks):
+    pool = ConnectionPool()
+    conns = [InstantConnection() for _ in range(3)]
+    clients = [pool.add(conn) for conn in conns]
+    for seq in (4, 8, 12):
+        pool.broadcast(frame(seq))
+        # Sent inside broadcast: no await, so no writer task ran.
+        for conn in conns:
+            assert conn.received[-1] == frame(seq).json
+    assert pool.frames_sent == 9
+    assert [c.last_seq for c in clients] == [12, 12, 12]
+    assert all(not c.queued for c in clients)
+    await pool.close()
+
+
+async def test_a_send_that_must_wait_is_finished_by_the_writer_in_order():
+    pool = ConnectionPool()
+    slow, fast = InstantConnection(), InstantConnection()
+    slow_client = pool.add(slow)
+    pool.add(fast)
+    slow.block()
+    for seq in range(1, 11):
+        pool.broadcast(frame(seq))
+    # The fast peer got everything at once; the slow one has frame 1 in flight, 2-10 queued.
+    assert fast.received == [frame(seq).json for seq in range(1, 11)]
+    assert slow.received == []
+    assert slow.in_flight == 1
+    assert slow_client.queued == 9
+    assert slow_client.last_seq == 0  # nothing sent yet: resume from before frame 1
+    await asyncio.sleep(0.01)
+    assert slow.received == []  # still waiting, and no duplicate send was started
+    assert slow.in_flight == 1
+    slow.unblock()
+    pool.broadcast(frame(11))  # queued behind the backlog, not sent ahead of it
+    await slow.wait_for_count(11)
+    assert slow.received == [frame(seq).json for seq in range(1, 12)]
+    assert slow_client.last_seq == 11
+    assert pool.frames_sent == 22
+    # Idle again: the next frame goes out inside broadcast.
+    pool.broadcast(frame(12))
+    assert slow.received[-1] == frame(12).json
+    await pool.close()
+
+
+async def test_a_stalled_send_counts_as_in_flight_for_the_queue_bound():
+    pool = ConnectionPool(max_queue=3)
+    conn = InstantConnection()
+    client = pool.add(conn)
+    pool.broadcast(frame(4))
+    conn.block()
+    for seq in (8, 12, 16, 20):  # 8 in flight, 12-20 queued (3 = the bound)
+        pool.broadcast(frame(seq))
+    assert not client.closed
+    pool.broadcast(frame(24))
+    assert client.closed
+    async with asyncio.timeout(5):
+        await conn.closed.wait()
+    assert conn.close_calls == [(SLOW_CONSUMER_CODE, "slow consumer: reconnect with since=4")]
+    assert conn.in_flight == 0  # the stalled send was ended, not left pending
+    assert conn.received == [frame(4).json]
+    await pool.close()
+
+
+async def test_removing_a_client_cancels_its_stalled_send(no_leaked_tasks):
+    pool = ConnectionPool()
+    conn = InstantConnection()
+    conn.block()
+    client = pool.add(conn)
+    pool.broadcast(frame(1))
+    assert conn.in_flight == 1
+    pool.remove(client)
+    await pool.close()
+    assert conn.in_flight == 0
+    assert conn.received == []
+    assert conn.close_calls == []
+
+
+async def test_a_stalled_send_not_yet_resumed_is_closed_when_the_pool_closes(no_leaked_tasks):
+    pool = ConnectionPool()
+    conn = InstantConnection()
+    conn.block()
+    pool.add(conn)
+    pool.broadcast(frame(1))  # stalls before the writer ever ran
+    await pool.close()
+    assert conn.in_flight == 0
+    assert conn.close_calls == [(1001, "conversation closed")]
+
+
+async def test_a_send_failing_at_once_removes_the_client():
+    calls: list[str] = []
+    pool = ConnectionPool(on_idle=lambda: calls.append("idle"))
+    good, gone = InstantConnection(), InstantConnection()
+    gone.fail = True
+    pool.add(good)
+    gone_client = pool.add(gone)
+    pool.broadcast(frame(1))
+    assert gone_client.closed
+    assert pool.count == 1
+    assert good.received == [frame(1).json]
+    async with asyncio.timeout(5):
+        await gone.closed.wait()
+    assert gone.close_calls == [(1001, "send failed")]
+    assert pool.clients_dropped == 0
+    assert calls == []
+    assert not pool.send_direct(gone_client, "pong")
+    await pool.close()
+
+
+async def test_send_direct_goes_out_at_once_when_idle_and_in_order_when_not():
+    pool = ConnectionPool()
+    conn = InstantConnection()
+    client = pool.add(conn, hello="hello")
+    await conn.wait_for_count(1)
+    assert pool.send_direct(client, "pong")
+    assert conn.received == ["hello", "pong"]
+    conn.block()
+    pool.broadcast(frame(1))
+    assert pool.send_direct(client, "pong2")
+    pool.broadcast(frame(2))
+    conn.unblock()
+    await conn.wait_for_count(5)
+    assert conn.received == ["hello", "pong", frame(1).json, "pong2", frame(2).json]
+    assert pool.frames_sent == 2
+    await pool.close()

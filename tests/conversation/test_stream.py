@@ -317,3 +317,19 @@ async def test_translator_state_carries_over_to_a_successor(transport):
     assert second.types() == ["llm.thinking.final", "llm.final"]
     assert second.frames[0].data == {"text": "hm"}
     await new.close()
+
+
+async def test_start_returns_when_the_reader_is_cancelled_before_its_first_step(
+    transport, no_leaked_tasks
+):
+    subscription = await transport.subscribe(TOPIC)
+    stream = StreamCoordinator(CONV, subscription, on_frames=Collector())
+    starting = asyncio.create_task(stream.start())
+    await asyncio.sleep(0)  # start() created the reader task, which has not run yet
+    await stream.stop()  # cancels the reader before its first step
+    async with asyncio.timeout(1):
+        await starting
+    assert not stream.running
+    await stream.start()  # a coordinator stopped that early can start again
+    assert stream.running
+    await stream.close()

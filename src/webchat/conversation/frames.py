@@ -60,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 FRAMES_PER_EVENT = 4
 
+# One encoder for every frame: ``json.dumps`` with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
 # Message ids whose thinking is remembered at once; a producer that dies mid-message never
 # sends the final that would release its entry, so the map must not grow without bound.
 _MAX_OPEN_THINKING = 1024
@@ -109,16 +112,7 @@ class Frame:
     json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "json",
-            json.dumps(
-                {"sem": True, "event": self.event()},
-                ensure_ascii=False,
-                separators=(",", ":"),
-                default=str,
-            ),
-        )
+        object.__setattr__(self, "json", _ENCODER.encode({"sem": True, "event": self.event()}))
 
     @classmethod
     def from_json(cls, seq: int, text: str) -> Frame:

@@ -9,14 +9,31 @@ code 4008 and told where to resume, which costs it a reconnect instead of costin
 ``add`` and ``broadcast`` are synchronous on purpose: a joining client gets its backlog queued
 and is registered for live frames without an ``await`` in between, so in asyncio no frame can
 fall between the backlog and the live stream, or be in both.
+
+Sending without a wake-up per client
+------------------------------------
+Waking one writer task per client for every frame made task switching the pool's own
+biggest cost (each wake-up costs about as much as the socket write it leads to). So when a
+client's writer is idle (nothing queued, nothing in flight), ``broadcast`` starts the send
+itself: it runs the ``send_text`` coroutine's first step by hand. A WebSocket send normally
+completes in that step (the bytes go to the socket buffer), and then no task was woken at
+all. If the send has to wait (the peer's socket buffer is full: uvicorn waits for the
+transport to be writable again), the suspended coroutine is handed to the client's writer
+task, which finishes it, then drains whatever was queued meanwhile; ``broadcast`` never
+waits. Frames are still sent one per WebSocket message, in order, each at most once.
+
+The first step of a send therefore runs in the broadcaster's task (the stream coordinator),
+the rest, if any, in the client's writer: a ``Connection`` must not tie its ``send_text`` to
+the task it started in (Starlette's and uvicorn's WebSockets do not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
 from webchat.conversation.frames import Frame
@@ -35,10 +52,49 @@ class Connection(Protocol):
     async def close(self, code: int = 1000, reason: str = "", /) -> None: ...
 
 
+_Stalled = tuple[Coroutine[Any, Any, None], Any, "Frame | str"]
+"""A send started by ``broadcast`` that had to wait: its coroutine, what it waits on, its item."""
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Finish ``coro`` in the calling task; it was started by hand and yielded ``waiting``.
+
+    This is ``yield from`` for a coroutine that already ran its first step: the task waits on
+    what the coroutine waits on, and sends, throws (a cancel) and closes reach the coroutine.
+    """
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            waiting = coro.send(sent)
+        except StopIteration:
+            return
+
+
 class Client:
     """One connection's queue and resume point; created by ``ConnectionPool.add``."""
 
-    __slots__ = ("_exempt", "_items", "_task", "_wake", "closed", "conn", "last_seq")
+    __slots__ = (
+        "_exempt",
+        "_items",
+        "_sending",
+        "_stalled",
+        "_task",
+        "_wake",
+        "closed",
+        "conn",
+        "last_seq",
+    )
 
     def __init__(self, conn: Connection, last_seq: int | None) -> None:
         self.conn = conn
@@ -51,6 +107,18 @@ class Client:
         self._exempt = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._sending = False  # the writer task is inside a send
+        self._stalled: _Stalled | None = None  # a send broadcast started that must wait
+
+    @property
+    def _idle(self) -> bool:
+        """Nothing queued or in flight: a new item may be sent at once."""
+        return not self._items and not self._sending and self._stalled is None
+
+    def _close_stalled(self, _: object = None) -> None:
+        stalled, self._stalled = self._stalled, None
+        if stalled is not None:
+            stalled[0].close()
 
     @property
     def queued(self) -> int:
@@ -129,19 +197,58 @@ class ConnectionPool:
             client._push(frame)
         client._exempt = len(client._items)
         client._task = self._spawn(self._write(client), f"ws-writer {id(client):x}")
+        client._task.add_done_callback(client._close_stalled)
         self._clients[client] = None
         return client
 
     def broadcast(self, frame: Frame) -> None:
-        """Queue ``frame`` for every client; never waits. Full clients are dropped."""
+        """Send or queue ``frame`` for every client; never waits. Full clients are dropped."""
         overflowing: list[Client] = []
+        failed: list[tuple[Client, Exception]] = []
         for client in self._clients:
-            if client._live >= self.max_queue:
+            if client._idle:
+                error = self._send_now(client, frame)
+                if error is not None:
+                    failed.append((client, error))
+            elif client._live >= self.max_queue:
                 overflowing.append(client)
             else:
                 client._push(frame)
         for client in overflowing:
             self._drop(client)
+        for client, error in failed:
+            self._send_failed(client, error)
+
+    def _send_now(self, client: Client, item: Frame | str) -> Exception | None:
+        """Start sending ``item`` to an idle client; the error if the send failed at once."""
+        if isinstance(item, Frame):
+            if client.last_seq is None:
+                client.last_seq = item.seq - 1
+            coro = client.conn.send_text(item.json)
+        else:
+            coro = client.conn.send_text(item)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            self._sent(client, item)
+            return None
+        except Exception as exc:
+            return exc
+        client._stalled = (coro, waiting, item)
+        client._wake.set()
+        return None
+
+    def _sent(self, client: Client, item: Frame | str) -> None:
+        if isinstance(item, Frame):
+            client.last_seq = item.seq
+            self.frames_sent += 1
+
+    def _send_failed(self, client: Client, exc: Exception) -> None:
+        logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)
+        if self._detach(client):
+            if client._task is not None:
+                client._task.cancel()
+            self._spawn(self._close_quietly(client, GOING_AWAY_CODE, "send failed"), "ws-close")
 
     def send_direct(self, client: Client, text: str) -> bool:
         """Queue a per-client message (``ws.hello``, ``ws.pong``) in order with the frames.
@@ -150,6 +257,12 @@ class ConnectionPool:
         """
         if client.closed:
             return False
+        if client._idle:
+            error = self._send_now(client, text)
+            if error is not None:
+                self._send_failed(client, error)
+                return False
+            return True
         if client._live >= self.max_queue:
             self._drop(client)
             return False
@@ -211,6 +324,7 @@ class ConnectionPool:
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
+        client._close_stalled()
         await self._close_quietly(client, code, reason)
 
     async def _close_quietly(self, client: Client, code: int, reason: str) -> None:
@@ -224,6 +338,19 @@ class ConnectionPool:
         items = client._items
         send = client.conn.send_text
         while True:
+            item: Frame | str
+            stalled = client._stalled
+            if stalled is not None:
+                coro, waiting, item = stalled
+                try:
+                    await _resume(coro, waiting)
+                except Exception as exc:
+                    client._stalled = None
+                    await self._write_failed(client, exc)
+                    return
+                client._stalled = None
+                self._sent(client, item)
+                continue
             if not items:
                 client._wake.clear()
                 await client._wake.wait()
@@ -231,13 +358,17 @@ class ConnectionPool:
             item = items.popleft()
             if client._exempt:
                 client._exempt -= 1
+            client._sending = True
             try:
                 await send(item.json if isinstance(item, Frame) else item)
             except Exception as exc:
-                logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)
-                if self._detach(client):
-                    await self._close_quietly(client, GOING_AWAY_CODE, "send failed")
+                await self._write_failed(client, exc)
                 return
-            if isinstance(item, Frame):
-                client.last_seq = item.seq
-                self.frames_sent += 1
+            finally:
+                client._sending = False
+            self._sent(client, item)
+
+    async def _write_failed(self, client: Client, exc: Exception) -> None:
+        logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)
+        if self._detach(client):
+            await self._close_quietly(client, GOING_AWAY_CODE, "send failed")

@@ -70,12 +70,22 @@ class StreamCoordinator:
         """Start the reader task and return once it is running."""
         if self.running:
             raise RuntimeError("stream coordinator already started")
-        started = asyncio.Event()
+        # A bare future, dropped once the reader runs: a conversation keeps nothing of its
+        # start-up (an ``asyncio.Event`` held by a done callback cost ~1 KiB per conversation).
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._error = None
         task = self._task = asyncio.create_task(self._read(started), name=f"stream {self.conv_id}")
+
+        def release(_: object) -> None:
+            if not started.done():
+                started.set_result(None)
+
         # Also released if the task ends before its first step (cancelled), so this never hangs.
-        task.add_done_callback(lambda _: started.set())
-        await started.wait()
+        task.add_done_callback(release)
+        try:
+            await started
+        finally:
+            task.remove_done_callback(release)
 
     async def wait(self) -> None:
         """Wait until the reader ends by itself (subscription ended, or a crash)."""
@@ -94,8 +104,10 @@ class StreamCoordinator:
         await self.stop()
         await self.subscription.close()
 
-    async def _read(self, started: asyncio.Event) -> None:
-        started.set()
+    async def _read(self, started: asyncio.Future[None]) -> None:
+        if not started.done():
+            started.set_result(None)
+        del started  # not kept alive by this frame for the conversation's lifetime
         try:
             async for message in self.subscription:
                 self._handle(message)
