@@ -14,17 +14,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 import redis.asyncio as aredis
-from websockets.asyncio.client import ClientConnection, connect
 
 from tests.scaleout.cluster import Cluster, ServerProcess
+from tests.support import ws_client
+from tests.support.ws_client import TERMINAL, Viewer, terminal_frames
 from webchat.conversation.frames import frame_seq
 from webchat.transport.redis_streams import seq_from_entry_id
 
-TERMINAL = ("run.finished", "run.failed", "run.cancelled")
 WAIT = 20.0
 LEASE_BOUND = 15.0
 """A killed owner's run must be closed within this many seconds (lease 10 s + reaper 2 s)."""
@@ -37,59 +36,10 @@ def new_conv(kind: str) -> str:
     return f"so-{kind}-{uuid.uuid4().hex[:10]}"
 
 
-async def recv_event(ws: ClientConnection) -> dict[str, Any]:
-    message = json.loads(await ws.recv())
-    assert message.get("sem") is True, message
-    event: dict[str, Any] = message["event"]
-    return event
-
-
-class Viewer:
-    """One WebSocket client: its ``ws.hello`` and every later frame, in order."""
-
-    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
-        self.ws = ws
-        self.hello = hello
-        self.frames: list[dict[str, Any]] = []
-
-    async def read_until(
-        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
-    ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                event = await recv_event(self.ws)
-                self.frames.append(event)
-                if stop(event):
-                    return event
-
-    async def read_run(self, inference_id: str, timeout: float = WAIT) -> dict[str, Any]:
-        """Frames up to and including the run's terminal frame; returns that frame."""
-        return await self.read_until(
-            lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id, timeout
-        )
-
-    async def read_deltas(self, inference_id: str, count: int) -> None:
-        await self.read_until(lambda _: len(self.of(inference_id, "llm.delta")) >= count)
-
-    def of(self, inference_id: str, frame_type: str | None = None) -> list[dict[str, Any]]:
-        return [
-            f
-            for f in self.frames
-            if f.get("inference_id") == inference_id and frame_type in (None, f["type"])
-        ]
-
-    def terminals(self, inference_id: str) -> list[str]:
-        return terminal_types(self.frames, inference_id)
-
-
 @contextlib.asynccontextmanager
 async def viewer(server: ServerProcess, conv_id: str, **params: Any) -> AsyncIterator[Viewer]:
-    query = urlencode({"conv_id": conv_id, **{k: str(v) for k, v in params.items()}})
-    async with connect(f"{server.ws_url}/ws?{query}") as ws:
-        async with asyncio.timeout(WAIT):
-            hello = await recv_event(ws)
-        assert hello["type"] == "ws.hello", hello
-        yield Viewer(ws, hello)
+    async with ws_client.viewer(server.ws_url, conv_id, wait=WAIT, **params) as client:
+        yield client
 
 
 @contextlib.asynccontextmanager
@@ -149,12 +99,6 @@ async def timeline(http: httpx.AsyncClient, conv_id: str, since: int = 0) -> lis
         await get_json(http, f"/api/conversations/{conv_id}/timeline", since=since)
     )["frames"]
     return frames
-
-
-def terminal_types(frames: list[dict[str, Any]], inference_id: str) -> list[str]:
-    return [
-        f["type"] for f in frames if f["type"] in TERMINAL and f.get("inference_id") == inference_id
-    ]
 
 
 def user_texts(turn: dict[str, Any]) -> list[str]:
@@ -253,7 +197,7 @@ async def test_one_run_per_conversation_and_a_killed_owner_frees_it_by_lease_exp
     async with asyncio.timeout(60), http_clients(cluster) as (a, b):
         async with viewer(cluster.b, conv_id) as on_b:
             run = await post_run(a, conv_id, "a very long answer please", "slow")
-            await on_b.read_deltas(run["inference_id"], 3)  # B's client follows A's run
+            await on_b.read_deltas(3, run["inference_id"])  # B's client follows A's run
 
             # The lock is deployment-wide: neither process starts a second run.
             for http in (b, a):
@@ -275,8 +219,8 @@ async def test_one_run_per_conversation_and_a_killed_owner_frees_it_by_lease_exp
 
         assert on_b.terminals(run["inference_id"]) == ["run.failed"]
         frames = await timeline(b, conv_id)
-        assert terminal_types(frames, run["inference_id"]) == ["run.failed"]
-        assert terminal_types(frames, after["inference_id"]) == ["run.finished"]
+        assert terminal_frames(frames, run["inference_id"]) == ["run.failed"]
+        assert terminal_frames(frames, after["inference_id"]) == ["run.finished"]
         assert strictly_increasing(seqs(frames))
 
 
@@ -290,7 +234,7 @@ async def test_cancel_on_any_process_stops_the_run_where_it_executes(cluster: Cl
             for runner, canceller in ((a, b), (b, a)):
                 run = await post_run(runner, conv_id, "a very long answer please", "slow")
                 inference_id = run["inference_id"]
-                await on_a.read_deltas(inference_id, 3)
+                await on_a.read_deltas(3, inference_id)
 
                 response = await canceller.post(f"/api/conversations/{conv_id}/cancel")
                 assert response.status_code == 200, response.text
@@ -319,7 +263,7 @@ async def test_cancel_on_any_process_stops_the_run_where_it_executes(cluster: Cl
         frames = await timeline(b, conv_id)
         runs = {f["inference_id"] for f in frames if f["type"] == "run.started"}
         assert len(runs) == 4
-        assert sorted(t for i in runs for t in terminal_types(frames, i)) == [
+        assert sorted(t for i in runs for t in terminal_frames(frames, i)) == [
             "run.cancelled",
             "run.cancelled",
             "run.finished",
@@ -385,7 +329,7 @@ async def test_busy_policy_and_idempotency_keys_hold_across_processes(cluster: C
     async with asyncio.timeout(60), http_clients(cluster) as (a, b):
         async with viewer(cluster.a, conv_id) as on_a, viewer(cluster.b, conv_id) as on_b:
             slow = await post_run(a, conv_id, "a very long answer please", "slow")
-            await on_b.read_deltas(slow["inference_id"], 2)
+            await on_b.read_deltas(2, slow["inference_id"])
 
             # reject (the slow profile's policy), from the other process
             busy = await post_run(b, conv_id, "me too", "slow", expect=409)
@@ -539,7 +483,7 @@ async def test_redis_outage_mid_run_ends_each_run_once_and_both_processes_recove
             run = await post_run(a, conv_id, "a very long answer please", "slow")
             inference_id = run["inference_id"]
             for client in (on_a, on_b):
-                await client.read_deltas(inference_id, 5)
+                await client.read_deltas(5, inference_id)
             since = int(on_a.of(inference_id, "chat.user_message")[0]["seq"]) - 1
 
             await asyncio.to_thread(cluster.redis.stop)
@@ -586,4 +530,4 @@ async def test_redis_outage_mid_run_ends_each_run_once_and_both_processes_recove
         for client in (on_a, on_b):
             assert client.terminals(inference_id) == [end["type"]]
         for http in (a, b):
-            assert terminal_types(await timeline(http, conv_id), inference_id) == [end["type"]]
+            assert terminal_frames(await timeline(http, conv_id), inference_id) == [end["type"]]

@@ -27,9 +27,10 @@ async def recv_event(ws: ClientConnection) -> dict[str, Any]:
 class Viewer:
     """One WebSocket client: its ``ws.hello`` and every later frame it received, in order."""
 
-    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+    def __init__(self, ws: ClientConnection, hello: dict[str, Any], wait: float = WAIT) -> None:
         self.ws = ws
         self.hello = hello
+        self.wait = wait
         self.frames: list[dict[str, Any]] = []
 
     async def recv(self) -> dict[str, Any]:
@@ -38,25 +39,37 @@ class Viewer:
         return event
 
     async def read_until(
-        self, stop: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+        self, stop: Callable[[dict[str, Any]], bool], timeout: float | None = None
     ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self.wait if timeout is None else timeout):
             while True:
                 event = await self.recv()
                 if stop(event):
                     return event
 
-    async def read_run(self, inference_id: str, timeout: float = WAIT) -> dict[str, Any]:
+    async def read_run(self, inference_id: str, timeout: float | None = None) -> dict[str, Any]:
         """Frames up to and including the run's terminal frame; returns that frame."""
         return await self.read_until(
             lambda e: e["type"] in TERMINAL and e.get("inference_id") == inference_id, timeout
         )
 
-    async def read_deltas(self, count: int) -> None:
-        await self.read_until(lambda e: self.count("llm.delta") >= count)
+    async def read_deltas(self, count: int, inference_id: str | None = None) -> None:
+        """Read until ``count`` deltas (of ``inference_id``, if given) have arrived."""
+        await self.read_until(lambda _: len(self.of(inference_id, "llm.delta")) >= count)
+
+    def of(self, inference_id: str | None, frame_type: str | None = None) -> list[dict[str, Any]]:
+        """Frames of one run (every run if ``inference_id`` is None), of one type if given."""
+        return [
+            f
+            for f in self.frames
+            if inference_id in (None, f.get("inference_id")) and frame_type in (None, f["type"])
+        ]
 
     def count(self, frame_type: str) -> int:
-        return sum(1 for f in self.frames if f["type"] == frame_type)
+        return len(self.of(None, frame_type))
+
+    def terminals(self, inference_id: str) -> list[str]:
+        return terminal_frames(self.frames, inference_id)
 
     @property
     def last_seq(self) -> int:
@@ -69,15 +82,20 @@ def ws_url(ws_base: str, **params: str) -> str:
 
 @contextlib.asynccontextmanager
 async def viewer(
-    ws_base: str, conv_id: str, *, headers: dict[str, str] | None = None, **params: Any
+    ws_base: str,
+    conv_id: str,
+    *,
+    headers: dict[str, str] | None = None,
+    wait: float = WAIT,
+    **params: Any,
 ) -> AsyncIterator[Viewer]:
     """Join ``conv_id`` at ``ws_base`` (``ws://host:port[/root]``); yields after ``ws.hello``."""
     query = {"conv_id": conv_id, **{k: str(v) for k, v in params.items()}}
     async with connect(ws_url(ws_base, **query), additional_headers=headers) as ws:
-        async with asyncio.timeout(WAIT):
+        async with asyncio.timeout(wait):
             hello = await recv_event(ws)
         assert hello["type"] == "ws.hello", hello
-        yield Viewer(ws, hello)
+        yield Viewer(ws, hello, wait)
 
 
 async def start_run(
