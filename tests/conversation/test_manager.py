@@ -158,3 +158,19 @@ async def test_eviction_frees_only_idle_conversations(manager):
     assert manager.find("watched") is watched and manager.find("running") is running
     assert idle.pool.count == 0
     handle.cancel()
+
+
+async def test_has_ended_sees_a_terminal_frame_among_recent_frames(manager):
+    from webchat.conversation.frames import Frame
+
+    conversation = await manager.get_or_create("c1", "default")
+    base = conversation.last_seq + 4
+    # Clock-derived seqs are sparse: a frame a few ms later is tens of thousands of seqs away.
+    frames = [Frame(seq=base, type="run.finished", data={}, conv_id="c1", inference_id="run-a")]
+    frames += [
+        Frame(seq=base + 40_000 * (i + 1), type="log", data={}, conv_id="c1", inference_id="run-b")
+        for i in range(3)
+    ]
+    conversation.buffer.extend(frames)
+    assert conversation.has_ended("run-a")
+    assert not conversation.has_ended("run-b")

@@ -75,3 +75,6 @@ class FrameBuffer:
 
     def __iter__(self) -> Iterator[Frame]:
         return iter(self._frames)
+
+    def __reversed__(self) -> Iterator[Frame]:
+        return reversed(self._frames)

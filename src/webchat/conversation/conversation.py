@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,14 @@ from webchat.transport import Subscription
 from webchat.turns import Turn
 
 TERMINAL_FRAMES = frozenset({"run.finished", "run.failed", "run.cancelled"})
+RECENT_FRAMES = 1024
+"""How far back ``has_ended`` looks: a run's terminal frame is among its latest frames."""
+
+
+def ends_run(inference_id: str) -> Callable[[Frame], bool]:
+    """A predicate matching the terminal frame of ``inference_id``."""
+    return lambda f: f.inference_id == inference_id and f.type in TERMINAL_FRAMES
+
 
 FrameListener = Callable[[str, Sequence[Frame]], None]
 """Sees every frame of a conversation right after it is dispatched (e.g. to persist it)."""
@@ -153,18 +162,14 @@ class Conversation:
 
     def has_ended(self, inference_id: str) -> bool:
         """Whether this conversation has dispatched the run's terminal frame."""
-        return any(
-            f.inference_id == inference_id and f.type in TERMINAL_FRAMES
-            for f in self.buffer.since(max(self.buffer.last_seq - 4096, 0))
-        )
+        ends = ends_run(inference_id)
+        return any(ends(f) for f in itertools.islice(reversed(self.buffer), RECENT_FRAMES))
 
     async def wait_for_end_frame(self, inference_id: str, timeout: float = 2.0) -> bool:
         """Wait until the run's terminal frame has been dispatched (and so persisted)."""
         try:
             async with asyncio.timeout(timeout):
-                await self.wait_for_frame(
-                    lambda f: f.inference_id == inference_id and f.type in TERMINAL_FRAMES
-                )
+                await self.wait_for_frame(ends_run(inference_id))
         except TimeoutError:
             return False
         return True
