@@ -417,11 +417,10 @@ class ChatService:
             frames = [json.loads(text)["event"] for _, text in rows]
             last = rows[-1][0] if rows else await self.store.last_seq(conv_id)
             return {"conv_id": conv_id, "frames": frames, "last_seq": max(last, since)}
-        older = await self._older_frames(conversation, since)
-        newer = conversation.buffer.since(older[-1].seq if older else since)
+        frames = conversation.backlog(since, await self._older_frames(conversation, since))
         return {
             "conv_id": conv_id,
-            "frames": [f.event() for f in (*older, *newer)],
+            "frames": [f.event() for f in frames],
             "last_seq": conversation.last_seq,
         }
 

@@ -189,11 +189,13 @@ class Conversation:
         as the registration, so no frame is missed or sent twice.
         """
         self.touch()
-        backlog: list[Frame] = []
-        if since is not None:
-            backlog = list(older)
-            backlog += self.buffer.since(backlog[-1].seq if backlog else since)
+        backlog = self.backlog(since, older) if since is not None else []
         return self.pool.add(conn, backlog, since=since, hello=hello)
+
+    def backlog(self, since: int, older: Sequence[Frame] = ()) -> list[Frame]:
+        """Every frame after ``since``: ``older`` (from storage), then the buffer after them."""
+        frames = list(older)
+        return frames + self.buffer.since(frames[-1].seq if frames else since)
 
     def detach(self, client: Client) -> None:
         self.pool.remove(client)
@@ -232,6 +234,14 @@ class Conversation:
         )
         self.rebuilds += 1
 
+    async def release_stream(self) -> None:
+        """Stop reading; close the subscription only if it is this conversation's own (a
+        shared in-memory subscription outlives rebuilds)."""
+        if self.close_on_replace:
+            await self.stream.close()
+        else:
+            await self.stream.stop()
+
     async def close(self) -> None:
         """Cancel a running inference, stop streaming, disconnect clients, release the engine."""
         active = self.session.active
@@ -241,9 +251,6 @@ class Conversation:
                 await active.wait()
             # Let run.cancelled travel through the transport to the buffer and the store.
             await self.wait_for_end_frame(active.inference_id)
-        if self.close_on_replace:
-            await self.stream.close()
-        else:
-            await self.stream.stop()
+        await self.release_stream()
         await self.pool.close()
         await self.engine.aclose()

@@ -227,10 +227,7 @@ class ConversationManager:
         engine, sink = self.builder.build_from_config(conversation.conv_id, config)
         old_engine = conversation.engine
         last_seq = conversation.stream.last_seq
-        if conversation.close_on_replace:
-            await conversation.stream.close()
-        else:
-            await conversation.stream.stop()
+        await conversation.release_stream()
         subscription, close_on_replace = await self.subscribers(
             conversation.conv_id, after_seq=transport_after_seq(last_seq)
         )
