@@ -366,11 +366,8 @@ class ChatService:
         if holder is not None and await self._ending(conv_id, holder):
             holder = None  # it had ended already; only its lock was still being let go
         if holder is None:
-            if (
-                self.manager.find(conv_id) is None
-                and await self.store.get_conversation(conv_id) is None
-            ):
-                raise UnknownConversationError(f"unknown conversation {conv_id!r}")
+            if self.manager.find(conv_id) is None:
+                await self._require_stored(conv_id)
             return {"conv_id": conv_id, "cancelled": False, "inference_id": None}
         await self.coordination.request_cancel(conv_id, holder)
         with contextlib.suppress(TimeoutError):
@@ -408,11 +405,15 @@ class ChatService:
 
     # -- reading ---------------------------------------------------------------------------
 
+    async def _require_stored(self, conv_id: str) -> None:
+        """404 for a conversation neither in memory (checked by the caller) nor stored."""
+        if await self.store.get_conversation(conv_id) is None:
+            raise UnknownConversationError(f"unknown conversation {conv_id!r}")
+
     async def timeline(self, conv_id: str, since: int = 0) -> dict[str, Any]:
         conversation = self.manager.find(conv_id)
         if conversation is None:
-            if await self.store.get_conversation(conv_id) is None:
-                raise UnknownConversationError(f"unknown conversation {conv_id!r}")
+            await self._require_stored(conv_id)
             rows = await self.store.frames_since(conv_id, since)
             frames = [json.loads(text)["event"] for _, text in rows]
             last = rows[-1][0] if rows else await self.store.last_seq(conv_id)
@@ -427,8 +428,7 @@ class ChatService:
     async def describe(self, conv_id: str) -> dict[str, Any]:
         conversation = self.manager.find(conv_id)
         if conversation is None:
-            if await self.store.get_conversation(conv_id) is None:
-                raise UnknownConversationError(f"unknown conversation {conv_id!r}")
+            await self._require_stored(conv_id)
             conversation = await self.manager.join(conv_id, self.profiles.default_slug)
         elif self.shared_state and not conversation.is_running:
             await self._catch_up(conversation)  # another process may have run the last turns
