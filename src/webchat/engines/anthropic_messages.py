@@ -42,7 +42,7 @@ from anthropic.types import (
     ToolUseBlockParam,
 )
 
-from webchat.engines.base import EngineError, RunContext, ToolDefinition
+from webchat.engines.base import EngineError, RunContext, ToolDefinition, scrub, short_detail
 from webchat.engines.settings import StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
 from webchat.events import Usage
@@ -50,7 +50,6 @@ from webchat.turns import Block, BlockKind, Turn
 
 PROVIDER = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
-_MESSAGE_LIMIT = 200
 
 # Documented HTTP status of each error type, for errors that arrive inside a 200 stream.
 _STATUS_OF_ERROR_TYPE = {
@@ -121,7 +120,7 @@ class AnthropicMessagesEngine:
         """Map SDK and transport failures to a short, key-free ``EngineError``."""
         error = _classify(exc, self.settings.timeout, self._api_key)
         # Details are scrubbed before truncation; this pass catches anything else.
-        message = _scrub(str(error), self._api_key)
+        message = scrub(str(error), self._api_key)
         return EngineError(
             message,
             provider=PROVIDER,
@@ -364,7 +363,7 @@ def _classify(exc: Exception, timeout: float, secret: str | None) -> EngineError
         )
     if isinstance(exc, ValueError):  # json.JSONDecodeError from the SDK's SSE decoding
         return EngineError("anthropic: malformed stream data")
-    detail = _short(str(exc), secret)
+    detail = short_detail(str(exc), secret)
     return EngineError(
         f"anthropic: request failed ({type(exc).__name__})" + (f": {detail}" if detail else "")
     )
@@ -376,7 +375,7 @@ def _status_error(exc: anthropic.APIStatusError, secret: str | None) -> EngineEr
     if status < 400:
         # An ``event: error`` inside a successful response: the type carries the cause.
         status = _STATUS_OF_ERROR_TYPE.get(error_type or "", 500)
-    detail = _short(exc.api_message or _body_text(exc.body) or error_type or "", secret)
+    detail = short_detail(exc.api_message or _body_text(exc.body) or error_type or "", secret)
     suffix = f": {detail}" if detail else ""
     if status == 401:
         return EngineError(
@@ -397,16 +396,3 @@ def _status_error(exc: anthropic.APIStatusError, secret: str | None) -> EngineEr
 
 def _body_text(body: object) -> str:
     return body if isinstance(body, str) else ""
-
-
-def _short(text: str, secret: str | None) -> str:
-    """One line of at most ``_MESSAGE_LIMIT`` characters; scrubbed first so a cut cannot leave
-    part of the key behind."""
-    text = " ".join(_scrub(text, secret).split())
-    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 1] + "…"
-
-
-def _scrub(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    return text

@@ -83,3 +83,19 @@ class EngineError(RuntimeError):
         self.provider = provider
         self.status_code = status_code
         self.retryable = retryable
+
+
+DETAIL_LIMIT = 200
+"""Characters of a provider's own explanation kept in an ``EngineError`` message."""
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` replaced: provider messages may echo the request's key."""
+    return text.replace(secret, "[redacted]") if secret else text
+
+
+def short_detail(text: str, secret: str | None, limit: int = DETAIL_LIMIT) -> str:
+    """One line of at most ``limit`` characters, scrubbed *before* the cut so a cut key
+    cannot leave a prefix of itself behind."""
+    text = " ".join(scrub(text, secret).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

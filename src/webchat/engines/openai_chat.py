@@ -23,7 +23,7 @@ from openai.types.chat import (
     ChatCompletionMessageParam,
 )
 
-from webchat.engines.base import EngineError, RunContext, ToolDefinition
+from webchat.engines.base import EngineError, RunContext, ToolDefinition, scrub, short_detail
 from webchat.engines.settings import StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
 from webchat.events import Usage, new_id
@@ -35,8 +35,6 @@ PROVIDER = "openai"
 # A fixed placeholder (rather than OPENAI_API_KEY from the environment) keeps the key that is
 # sent exactly the one the settings say.
 NO_KEY_PLACEHOLDER = "sk-no-key-configured"
-
-_MAX_DETAIL = 200
 
 
 class OpenAIChatEngine:
@@ -106,7 +104,7 @@ class OpenAIChatEngine:
             message: str, *, status_code: int | None = None, retryable: bool = False
         ) -> EngineError:
             return EngineError(
-                self._scrub(message),
+                scrub(message, self._api_key),
                 provider=PROVIDER,
                 status_code=status_code,
                 retryable=retryable,
@@ -151,20 +149,9 @@ class OpenAIChatEngine:
             self._with_detail(f"openai: unexpected failure ({type(exc).__name__})", str(exc))
         )
 
-    def _scrub(self, text: str) -> str:
-        """Provider messages may echo the request; make sure the key never leaves in one."""
-        if self._api_key:
-            text = text.replace(self._api_key, "[redacted]")
-        return text
-
     def _with_detail(self, message: str, detail: str) -> str:
-        # Scrub before cutting, so a key split by the cut cannot leak as a prefix.
-        detail = " ".join(self._scrub(detail).split())
-        if not detail:
-            return message
-        if len(detail) > _MAX_DETAIL:
-            detail = detail[: _MAX_DETAIL - 1] + "…"
-        return f"{message}: {detail}"
+        detail = short_detail(detail, self._api_key)
+        return f"{message}: {detail}" if detail else message
 
 
 @dataclass
