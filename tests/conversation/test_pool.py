@@ -430,3 +430,32 @@ async def test_send_direct_goes_out_at_once_when_idle_and_in_order_when_not():
     assert conn.received == ["hello", "pong", frame(1).json, "pong2", frame(2).json]
     assert pool.frames_sent == 2
     await pool.close()
+
+
+async def test_a_frame_reaching_a_client_by_backlog_and_live_is_sent_once(no_leaked_tasks):
+    """A backlog read from storage may already hold frames the stream dispatches later."""
+    pool = ConnectionPool()
+    conn = FakeConnection()
+    pool.add(conn, [frame(1), frame(2), frame(3)], since=0)
+    for seq in (2, 3, 4):  # 2 and 3 arrive again, live; 4 is new
+        pool.broadcast(frame(seq))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(4)
+    pool.broadcast(frame(3))  # and once more after everything was sent
+    pool.broadcast(frame(5))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(5)
+    await pool.close()
+    assert conn.received == [frame(seq).json for seq in (1, 2, 3, 4, 5)]
+
+
+async def test_a_client_joining_after_since_never_gets_older_frames(no_leaked_tasks):
+    pool = ConnectionPool()
+    conn = FakeConnection()
+    pool.add(conn, [frame(5), frame(6)], since=6)  # a caller's backlog may overlap ``since``
+    pool.broadcast(frame(6))
+    pool.broadcast(frame(7))
+    async with asyncio.timeout(5):
+        await conn.wait_for_count(1)
+    await pool.close()
+    assert conn.received == [frame(7).json]

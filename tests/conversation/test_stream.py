@@ -333,3 +333,34 @@ async def test_start_returns_when_the_reader_is_cancelled_before_its_first_step(
     await stream.start()  # a coordinator stopped that early can start again
     assert stream.running
     await stream.close()
+
+
+async def test_a_message_written_twice_under_one_uuid_is_emitted_once(redis_url, caplog):
+    """A publish retried after its answer was lost leaves two entries with one uuid: the
+    coordinator shows the token once, not a second time under a new seq."""
+    import redis.asyncio as aredis
+
+    from webchat.transport import RedisStreamsTransport
+
+    topic = f"chat:dup-{id(caplog):x}"
+    transport = RedisStreamsTransport(redis_url)
+    plain = aredis.Redis.from_url(redis_url)
+    collector = Collector()
+    try:
+        subscription = await transport.subscribe(topic, after_seq=0)
+        coordinator = StreamCoordinator(CONV, subscription, on_frames=collector)
+        await coordinator.start()
+        first = await transport.publish(topic, log_event(1))
+        # The retried copy, exactly as the retry writes it: same uuid, a new entry id.
+        entries = await plain.xrange(topic)
+        await plain.xadd(topic, entries[0][1])
+        await transport.publish(topic, log_event(2))
+        await collector.wait_for(lambda frames: len(frames) >= 2)
+        await coordinator.close()
+        assert [f.data["message"] for f in collector.frames] == ["log 1", "log 2"]
+        assert message_seq_of(collector.frames[0].seq) == first.seq
+        assert coordinator.skipped_messages == 1
+        assert "second copy" in caplog.text
+    finally:
+        await plain.aclose()
+        await transport.close()

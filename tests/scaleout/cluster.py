@@ -29,6 +29,8 @@ profiles:
   - slug: slow
     tools: [calculator]
     step_settings: {api_type: offline, tokens_per_second: 40, answer_tokens: 400}
+  - slug: stress
+    step_settings: {api_type: offline, tokens_per_second: 400, answer_tokens: 120}
   - slug: queue
     busy_policy: enqueue
     step_settings: {api_type: offline, tokens_per_second: 200, answer_tokens: 20}

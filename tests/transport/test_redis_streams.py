@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
+import msgpack
 import pytest
 import redis.asyncio as aredis
 import redis.exceptions
@@ -111,7 +113,32 @@ async def test_trimming_keeps_the_stream_near_maxlen(
         assert maxlen <= length <= maxlen + 200
         newest = await plain.xrevrange(topic, count=1)
         assert last is not None
-        assert newest == [(last.id.encode(), {b"payload": b"m999"})]
+        assert newest[0][0] == last.id.encode()
+        assert newest[0][1][b"payload"] == b"m999"
+    finally:
+        await close(transport)
+
+
+async def test_entries_carry_the_three_fields_watermill_unmarshals(
+    redis_url: str, topic: str, plain: aredis.Redis
+) -> None:
+    """Go consumers (watermill-redisstream) need a uuid, msgpack metadata and the payload."""
+    transport = RedisStreamsTransport(redis_url)
+    try:
+        sent = [await transport.publish(topic, f"m{i}".encode()) for i in range(3)]
+        entries = await plain.xrange(topic)
+        assert [e[0].decode() for e in entries] == [m.id for m in sent]
+        uuids = set()
+        for (_, fields), message in zip(entries, sent, strict=True):
+            assert set(fields) == {b"_watermill_message_uuid", b"metadata", b"payload"}
+            assert str(uuid.UUID(fields[b"_watermill_message_uuid"].decode())) == message.uuid
+            assert msgpack.unpackb(fields[b"metadata"]) == {}
+            assert fields[b"payload"] == message.payload
+            uuids.add(message.uuid)
+        assert len(uuids) == 3
+        async with await transport.subscribe(topic, after_seq=0) as reader:
+            read = [await anext(aiter(reader)) for _ in range(3)]
+        assert [m.uuid for m in read] == [m.uuid for m in sent]
     finally:
         await close(transport)
 

@@ -61,6 +61,11 @@ class FrameBuffer:
         return seq >= self._complete_after
 
     @property
+    def complete_after(self) -> int:
+        """Every frame after this seq is held (or still to come); older ones come from storage."""
+        return self._complete_after
+
+    @property
     def last_seq(self) -> int:
         """The newest seq appended (``after_seq``, 0 by default, while nothing was)."""
         return self._last_seq

@@ -193,9 +193,16 @@ class Conversation:
         return self.pool.add(conn, backlog, since=since, hello=hello)
 
     def backlog(self, since: int, older: Sequence[Frame] = ()) -> list[Frame]:
-        """Every frame after ``since``: ``older`` (from storage), then the buffer after them."""
-        frames = list(older)
-        return frames + self.buffer.since(frames[-1].seq if frames else since)
+        """Every frame after ``since``: from ``older`` (storage) what the buffer cannot hold,
+        then the buffer.
+
+        The seam is fixed by the buffer, not by what storage returned: storage may already
+        hold frames this process has not dispatched yet (another process wrote them), and
+        those must come live, in order, not ahead of a gap.
+        """
+        boundary = self.buffer.complete_after
+        frames = [f for f in older if since < f.seq <= boundary]
+        return frames + self.buffer.since(since)
 
     def detach(self, client: Client) -> None:
         self.pool.remove(client)
@@ -231,6 +238,7 @@ class Conversation:
             on_frames=self._dispatch,
             start_seq=self.stream.last_seq,
             translator=self.stream.translator,  # a message streaming across the swap stays whole
+            recent=self.stream.recent,
         )
         self.rebuilds += 1
 

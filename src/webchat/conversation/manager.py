@@ -150,8 +150,11 @@ class ConversationManager:
             self._records[conv_id] = record
             self._saved_turns[conv_id] = len(turns)
         engine, sink = self.builder.build_from_config(conv_id, config)
+        # Read the topic from where storage ends (from its start for a new conversation),
+        # never from "now": another process may already be publishing this conversation's
+        # run, and a reader pinned at "now" would miss its first events for good.
         subscription, close_on_replace = await self.subscribers(
-            conv_id, after_seq=transport_after_seq(start_seq) if start_seq else None
+            conv_id, after_seq=transport_after_seq(start_seq)
         )
         conversation = Conversation(
             conv_id,

@@ -8,7 +8,9 @@ code 4008 and told where to resume, which costs it a reconnect instead of costin
 
 ``add`` and ``broadcast`` are synchronous on purpose: a joining client gets its backlog queued
 and is registered for live frames without an ``await`` in between, so in asyncio no frame can
-fall between the backlog and the live stream, or be in both.
+fall between the backlog and the live stream. Each client also keeps a seq floor (the newest
+frame it was given): a frame at or below it is skipped, so a frame that reaches the pool by
+two paths (a backlog read from storage that overlaps the live stream) is still sent once.
 
 Sending without a wake-up per client
 ------------------------------------
@@ -86,6 +88,7 @@ class Client:
 
     __slots__ = (
         "_exempt",
+        "_high",
         "_items",
         "_sending",
         "_stalled",
@@ -101,6 +104,9 @@ class Client:
         self.closed = False
         self.last_seq = last_seq
         """The seq a reconnect should resume after: the last frame sent, or the join point."""
+        self._high = -1 if last_seq is None else last_seq
+        # The newest frame seq queued or sent (or the join point): a frame at or below it
+        # is never given to this client again, whichever path (backlog, live) it comes by.
         self._items: deque[Frame | str] = deque()
         # Items at the head of the queue that were queued at join (greeting and backlog): they
         # are already in memory in the frame buffer, so they do not count against the bound.
@@ -130,8 +136,10 @@ class Client:
         return len(self._items) - self._exempt
 
     def _push(self, item: Frame | str) -> None:
-        if isinstance(item, Frame) and self.last_seq is None:
-            self.last_seq = item.seq - 1
+        if isinstance(item, Frame):
+            if self.last_seq is None:
+                self.last_seq = item.seq - 1
+            self._high = item.seq
         self._items.append(item)
         self._wake.set()
 
@@ -194,7 +202,8 @@ class ConnectionPool:
         if hello is not None:
             client._push(hello)
         for frame in backlog:
-            client._push(frame)
+            if frame.seq > client._high:
+                client._push(frame)
         client._exempt = len(client._items)
         client._task = self._spawn(self._write(client), f"ws-writer {id(client):x}")
         client._task.add_done_callback(client._close_stalled)
@@ -205,7 +214,10 @@ class ConnectionPool:
         """Send or queue ``frame`` for every client; never waits. Full clients are dropped."""
         overflowing: list[Client] = []
         failed: list[tuple[Client, Exception]] = []
+        seq = frame.seq
         for client in self._clients:
+            if seq <= client._high:
+                continue  # it already has this frame (e.g. from its backlog)
             if client._idle:
                 error = self._send_now(client, frame)
                 if error is not None:
@@ -224,6 +236,7 @@ class ConnectionPool:
         if isinstance(item, Frame):
             if client.last_seq is None:
                 client.last_seq = item.seq - 1
+            client._high = item.seq
             coro = client.conn.send_text(item.json)
         else:
             coro = client.conn.send_text(item)

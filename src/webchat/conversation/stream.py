@@ -8,12 +8,19 @@ each frame either in its backlog or live, never both, never neither.
 Frames whose seq is not above the last one emitted are skipped. That makes replays harmless:
 after an engine rebuild, a new coordinator (on a fresh subscription that re-reads from an
 earlier ``after_seq``, or on the same subscription) continues without duplicating anything.
+
+A message that was *written* twice (a publish retried because Redis went away before it
+answered, although it had stored the entry) carries one uuid under two entry ids, i.e. two
+seqs. The coordinator remembers the uuids of the latest messages and drops such a second
+copy, so a token is never shown twice under a new seq; every process reading the stream drops
+the same copy, so they stay identical.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from webchat.conversation.frames import FRAMES_PER_EVENT, Frame, FrameTranslator, frame_seq
@@ -22,12 +29,36 @@ from webchat.transport import Subscription, TransportMessage
 
 logger = logging.getLogger(__name__)
 
+RECENT_UUIDS = 128
+"""How many message uuids a coordinator remembers: a retried publish lands right after the
+copy it repeats (its publisher waits for it), so a short window catches every such copy."""
+
+
+class RecentUuids:
+    """The uuids of the latest messages, bounded; shared by successive coordinators."""
+
+    __slots__ = ("_order", "_seen")
+
+    def __init__(self, size: int = RECENT_UUIDS) -> None:
+        self._order: deque[str] = deque(maxlen=size)
+        self._seen: set[str] = set()
+
+    def add(self, uuid: str) -> bool:
+        """Remember ``uuid``; False if it was already remembered (a repeated message)."""
+        if uuid in self._seen:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._seen.discard(self._order[0])
+        self._order.append(uuid)
+        self._seen.add(uuid)
+        return True
+
 
 class StreamCoordinator:
     """Reads ``subscription`` (already live) in one task it owns.
 
-    Pass the previous coordinator's ``translator`` and ``last_seq`` when replacing it, so
-    per-message state (streamed thinking) and the seq floor carry over.
+    Pass the previous coordinator's ``translator``, ``recent`` and ``last_seq`` when replacing
+    it, so per-message state (streamed thinking), remembered uuids and the seq floor carry over.
 
     ``stop`` leaves the subscription open for a successor: both backends keep a message that
     was pending in a cancelled ``__anext__`` queued, so nothing is lost between the two.
@@ -41,11 +72,13 @@ class StreamCoordinator:
         on_frames: Callable[[list[Frame]], None],
         start_seq: int = 0,
         translator: FrameTranslator | None = None,
+        recent: RecentUuids | None = None,
     ) -> None:
         self.conv_id = conv_id
         self.subscription = subscription
         self.on_frames = on_frames
         self.translator = translator or FrameTranslator(conv_id)
+        self.recent = recent or RecentUuids()
         self._last_seq = start_seq
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -126,6 +159,16 @@ class StreamCoordinator:
         if frame_seq(message.seq, FRAMES_PER_EVENT - 1) <= self._last_seq:
             # Fully emitted before (a replay): skipping it also keeps the translator's state
             # from being fed the same event twice.
+            return
+        if message.uuid and not self.recent.add(message.uuid):
+            self.skipped_messages += 1
+            logger.warning(
+                "skipping message %s of %s (conversation %s): a second copy of message %s",
+                message.id,
+                message.topic,
+                self.conv_id,
+                message.uuid,
+            )
             return
         try:
             event = parse_event(message.payload)

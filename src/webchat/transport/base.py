@@ -52,6 +52,10 @@ class TransportMessage:
     id: str
     seq: int
     payload: bytes
+    uuid: str = ""
+    """The publisher's own id of the message (watermill's ``_watermill_message_uuid``): a
+    message written twice (a publish retried after an answer was lost) has one uuid under two
+    entry ids, so readers can drop the second copy. Empty when the producer gave none."""
 
 
 @runtime_checkable

@@ -1,8 +1,10 @@
 """Redis Streams transport: every server process sees every event of a conversation.
 
-Each topic is a stream with approximate MAXLEN trimming; each entry carries the event JSON in
-field ``payload``, the layout Go geppetto producers and consumers use, so both can share one
-Redis. Fan-out is done with plain cursor reads (``XREAD BLOCK`` from the subscription's own last
+Each topic is a stream with approximate MAXLEN trimming. Entries are laid out as
+watermill-redisstream (the transport of Go geppetto and pinocchio) marshals them, so Go
+producers and consumers share one Redis with us: ``_watermill_message_uuid`` (a UUID string),
+``metadata`` (a msgpack map of strings, empty here) and ``payload`` (the event JSON). Reading
+needs only ``payload``; the uuid, when present, lets readers drop a message written twice. Fan-out is done with plain cursor reads (``XREAD BLOCK`` from the subscription's own last
 id), never consumer groups: a group would split the events between processes.
 
 ``seq`` is derived from the entry id, so every process computes the same value without
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import redis.asyncio as aredis
 import redis.exceptions
 
@@ -35,6 +39,9 @@ from webchat.transport.redis_client import streaming_client
 logger = logging.getLogger(__name__)
 
 PAYLOAD_FIELD = b"payload"
+UUID_FIELD = b"_watermill_message_uuid"
+METADATA_FIELD = b"metadata"
+EMPTY_METADATA = msgpack.packb({})
 
 # Transient failures worth waiting out; anything else (e.g. WRONGTYPE) ends the subscription.
 _RETRYABLE = (
@@ -157,7 +164,10 @@ class _RedisSubscription(QueuedSubscription):
         except ValueError as exc:
             logger.error("skipping entry of %s: %s", self.topic, exc)
             return None
-        return TransportMessage(topic=self.topic, id=entry_id, seq=seq, payload=payload)
+        message_uuid = fields.get(UUID_FIELD, fields.get(UUID_FIELD.decode(), b""))
+        return TransportMessage(
+            topic=self.topic, id=entry_id, seq=seq, payload=payload, uuid=_text(message_uuid)
+        )
 
     async def _stop(self) -> None:
         task, self._task = self._task, None
@@ -230,11 +240,18 @@ class RedisStreamsTransport:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.publish_retry_for
         delay = self.backoff_initial
+        # One uuid for every attempt: an attempt whose reply was lost may have been written.
+        message_uuid = str(uuid.uuid4())
+        fields = {
+            UUID_FIELD: message_uuid.encode(),
+            METADATA_FIELD: EMPTY_METADATA,
+            PAYLOAD_FIELD: payload,
+        }
         while True:
             try:
                 async with asyncio.timeout(self.command_timeout):
                     raw_id = await self.client.xadd(
-                        topic, {PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True
+                        topic, fields, maxlen=self.maxlen, approximate=True  # type: ignore[arg-type]
                     )
                 break
             except _RETRYABLE as exc:
@@ -245,7 +262,11 @@ class RedisStreamsTransport:
                 delay = min(delay * 2, self.backoff_max)
         entry_id = _text(raw_id)
         return TransportMessage(
-            topic=topic, id=entry_id, seq=seq_from_entry_id(entry_id), payload=payload
+            topic=topic,
+            id=entry_id,
+            seq=seq_from_entry_id(entry_id),
+            payload=payload,
+            uuid=message_uuid,
         )
 
     async def subscribe(self, topic: str, *, after_seq: int | None = None) -> QueuedSubscription:

@@ -1,0 +1,61 @@
+"""Exactly once, on any process: what a client receives is the stored timeline, frame for
+frame and seq for seq (the stress of ``python -m bench.consistency``, on fewer trials)."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import redis.asyncio as aredis
+
+from bench.consistency import run_trials
+from tests.scaleout.cluster import Cluster
+from tests.support.ws_client import viewer
+from webchat.events import EventMeta, RunFinishedEvent, RunStartedEvent, UserMessageEvent
+from webchat.transport import RedisStreamsTransport, topic_for
+
+
+async def test_join_races_and_cross_process_reconnects_lose_and_double_nothing(
+    cluster: Cluster,
+) -> None:
+    race, resume = await run_trials(
+        {"a": cluster.a.url, "b": cluster.b.url},
+        joins=120,
+        reconnects=120,
+        concurrency=6,
+        time_limit=120,
+    )
+    for tally in (race, resume):
+        assert tally.clean, tally
+        assert tally.trials == 120, tally
+    assert race.frames > 0 and resume.frames > 0
+
+
+async def test_a_process_meeting_a_conversation_mid_run_reads_it_from_its_first_event(
+    cluster: Cluster,
+) -> None:
+    """A run already publishing (here: an outside producer, as process A would) before B has
+    the conversation: B's ``since=0`` client and B's timeline start at the first event."""
+    conv_id = f"midrun-{uuid.uuid4().hex[:10]}"
+    producer = RedisStreamsTransport(cluster.redis.url)
+    meta = EventMeta(session_id="s-1", inference_id="i-1", turn_id="t-1")
+    topic = topic_for(conv_id)
+    try:
+        await producer.publish(topic, UserMessageEvent(meta=meta, text="hi").to_json().encode())
+        await producer.publish(topic, RunStartedEvent(meta=meta).to_json().encode())
+        async with viewer(cluster.b.ws_url, conv_id, since=0) as on_b:
+            await producer.publish(topic, RunFinishedEvent(meta=meta).to_json().encode())
+            await on_b.read_run("i-1")
+        assert [f["type"] for f in on_b.frames] == [
+            "chat.user_message",
+            "run.started",
+            "run.finished",
+        ]
+        async with httpx.AsyncClient(base_url=cluster.b.url) as http:
+            response = await http.get(f"/api/conversations/{conv_id}/timeline")
+        assert response.json()["frames"] == on_b.frames
+    finally:
+        await producer.close()
+        plain = aredis.Redis.from_url(cluster.redis.url)
+        await plain.delete(topic)
+        await plain.aclose()
