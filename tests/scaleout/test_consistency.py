@@ -7,8 +7,8 @@ import uuid
 
 import httpx
 import redis.asyncio as aredis
-
 from bench.consistency import run_trials
+
 from tests.scaleout.cluster import Cluster
 from tests.support.ws_client import viewer
 from webchat.events import EventMeta, RunFinishedEvent, RunStartedEvent, UserMessageEvent

@@ -4,8 +4,10 @@ Each topic is a stream with approximate MAXLEN trimming. Entries are laid out as
 watermill-redisstream (the transport of Go geppetto and pinocchio) marshals them, so Go
 producers and consumers share one Redis with us: ``_watermill_message_uuid`` (a UUID string),
 ``metadata`` (a msgpack map of strings, empty here) and ``payload`` (the event JSON). Reading
-needs only ``payload``; the uuid, when present, lets readers drop a message written twice. Fan-out is done with plain cursor reads (``XREAD BLOCK`` from the subscription's own last
-id), never consumer groups: a group would split the events between processes.
+needs only ``payload``; the uuid, when present, lets readers drop a message written twice.
+
+Fan-out is done with plain cursor reads (``XREAD BLOCK`` from the subscription's own last id),
+never consumer groups: a group would split the events between processes.
 
 ``seq`` is derived from the entry id, so every process computes the same value without
 coordination: id ``ms-n`` gives ``seq = (ms - SEQ_EPOCH_MS) * 1000 + n``. This assumes fewer
