@@ -54,10 +54,9 @@ def serve(
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
 ) -> None:
     """Start the server. With no options: offline engine, in-memory transport, SQLite file."""
-    import uvicorn
-
     from webchat.profiles import ProfileFileError
     from webchat.server import create_app
+    from webchat.server.runner import serve as serve_app
 
     settings = _settings(
         config,
@@ -83,17 +82,12 @@ def serve(
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     typer.echo(f"webchat on http://{settings.host}:{settings.port}{settings.root}/")
-    # uvicorn shuts down cleanly on SIGINT/SIGTERM (runs cancelled with run.cancelled, storage
-    # flushed), then re-raises the signal; a no-op handler lets that end as a normal exit 0.
+    # uvicorn shuts down cleanly on SIGINT/SIGTERM (runs cancelled with run.cancelled and
+    # drained to every client, storage flushed), then re-raises the signal; a no-op handler
+    # lets that end as a normal exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    serve_app(application, host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
 @app.command("profiles")

@@ -459,3 +459,24 @@ async def test_a_client_joining_after_since_never_gets_older_frames(no_leaked_ta
         await conn.wait_for_count(1)
     await pool.close()
     assert conn.received == [frame(7).json]
+
+
+async def test_close_with_drain_sends_what_is_queued_then_closes_with_the_code(no_leaked_tasks):
+    pool = ConnectionPool()
+    conns = [FakeConnection(), FakeConnection()]
+    for conn in conns:
+        pool.add(conn, [frame(seq) for seq in range(1, 201)], since=0)
+    pool.broadcast(frame(201))
+    await pool.close(1012, "server restarting", drain=5)
+    for conn in conns:
+        assert conn.received == [frame(seq).json for seq in range(1, 202)]
+        assert conn.close_calls == [(1012, "server restarting")]
+
+
+async def test_drain_gives_up_on_a_stuck_client(no_leaked_tasks):
+    pool = ConnectionPool()
+    stuck = FakeConnection(stuck=True)
+    pool.add(stuck, [frame(1)], since=0)
+    assert await pool.drain(0.05) is False
+    await pool.close(1012, "server restarting")
+    assert stuck.close_calls == [(1012, "server restarting")]

@@ -3,14 +3,17 @@ frame and seq for seq (the stress of ``python -m bench.consistency``, on fewer t
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import uuid
+from typing import Any
 
 import httpx
 import redis.asyncio as aredis
 from bench.consistency import run_trials
 
 from tests.scaleout.cluster import Cluster
-from tests.support.ws_client import viewer
+from tests.support.ws_client import Viewer, viewer
 from webchat.events import EventMeta, RunFinishedEvent, RunStartedEvent, UserMessageEvent
 from webchat.transport import RedisStreamsTransport, topic_for
 
@@ -59,3 +62,72 @@ async def test_a_process_meeting_a_conversation_mid_run_reads_it_from_its_first_
         plain = aredis.Redis.from_url(cluster.redis.url)
         await plain.delete(topic)
         await plain.aclose()
+
+
+async def _run_through_a_redis_restart(cluster: Cluster) -> tuple[list[Viewer], list[Any]]:
+    """A long run watched on both processes while Redis restarts under it; returns the
+    viewers and each process's timeline afterwards."""
+    conv_id = f"restart-{uuid.uuid4().hex[:10]}"
+    async with (
+        httpx.AsyncClient(base_url=cluster.a.url, timeout=15) as a,
+        httpx.AsyncClient(base_url=cluster.b.url, timeout=15) as b,
+    ):
+        async with (
+            viewer(cluster.a.ws_url, conv_id) as on_a,
+            viewer(cluster.b.ws_url, conv_id) as on_b,
+        ):
+            response = await a.post(
+                "/chat/slow", json={"prompt": "a long answer", "conv_id": conv_id}
+            )
+            inference_id = response.json()["inference_id"]
+            for client in (on_a, on_b):
+                await client.read_deltas(5, inference_id)
+            await asyncio.to_thread(cluster.redis.restart)
+            for client in (on_a, on_b):
+                await client.read_run(inference_id, timeout=60)
+        timelines = []
+        for http in (a, b):
+            response = await http.get(f"/api/conversations/{conv_id}/timeline")
+            timelines.append(response.json()["frames"])
+    return [on_a, on_b], timelines
+
+
+def _assert_each_token_once(client: Viewer) -> None:
+    for final in [f for f in client.frames if f["type"] == "llm.final"]:
+        deltas = [
+            f["delta"]
+            for f in client.frames
+            if f["type"] == "llm.delta" and f.get("id") == final.get("id")
+        ]
+        assert "".join(deltas) == final["text"]
+
+
+async def test_a_redis_restart_that_loses_everything_mid_run_shows_each_frame_once(
+    cluster: Cluster,
+) -> None:
+    viewers, timelines = await _run_through_a_redis_restart(cluster)
+    on_a, on_b = viewers
+    assert on_a.frames == on_b.frames
+    assert strictly_increasing([f["seq"] for f in on_a.frames])
+    _assert_each_token_once(on_a)
+    # What each process serves (from memory: the store in Redis lost the first part).
+    assert timelines == [on_a.frames, on_a.frames]
+
+
+async def test_a_redis_restart_with_persistence_mid_run_shows_each_frame_once(
+    cluster: Cluster,
+) -> None:
+    cluster.redis.persistent = True
+    try:
+        await asyncio.to_thread(cluster.redis.restart)
+        viewers, timelines = await _run_through_a_redis_restart(cluster)
+    finally:
+        cluster.redis.persistent = False
+    on_a, on_b = viewers
+    assert on_a.frames == on_b.frames
+    _assert_each_token_once(on_a)
+    assert timelines == [on_a.frames, on_a.frames]
+
+
+def strictly_increasing(values: list[int]) -> bool:
+    return all(a < b for a, b in itertools.pairwise(values))

@@ -49,10 +49,10 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """One ``redis-server`` process without persistence; ``restart`` keeps the port.
+    """One ``redis-server`` process, by default without persistence; ``restart`` keeps the port.
 
-    Because persistence is off, a restarted server is empty: exactly what a client sees when
-    a cache-only Redis is replaced.
+    Without persistence a restarted server is empty: exactly what a client sees when a
+    cache-only Redis is replaced. With ``persistent`` it comes back with every write.
     """
 
     def __init__(self, port: int | None = None, directory: Path | None = None) -> None:
@@ -62,6 +62,9 @@ class RedisServer:
         self.directory = directory or Path(tempfile.mkdtemp(prefix="webchat-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
         self._log_path = self.directory / "redis.log"
+        self.persistent = False
+        """Write an append-only file (fsync on every write) in ``directory``, so a restart
+        keeps the data; takes effect at the next start."""
 
     @property
     def url(self) -> str:
@@ -93,7 +96,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.persistent else "no",
+            "--appendfsync", "always",
             "--dir", str(self.directory),
             "--daemonize", "no",
             "--protected-mode", "no",

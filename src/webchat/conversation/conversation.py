@@ -250,15 +250,19 @@ class Conversation:
         else:
             await self.stream.stop()
 
-    async def close(self) -> None:
-        """Cancel a running inference, stop streaming, disconnect clients, release the engine."""
+    async def cancel_run(self, timeout: float = 2.0) -> None:
+        """Cancel a running inference and wait until its terminal frame was dispatched."""
         active = self.session.active
         if active is not None:
             active.cancel()
             with contextlib.suppress(Exception):
                 await active.wait()
-            # Let run.cancelled travel through the transport to the buffer and the store.
-            await self.wait_for_end_frame(active.inference_id)
+            # Let run.cancelled travel through the transport to the buffer, pool and store.
+            await self.wait_for_end_frame(active.inference_id, timeout)
+
+    async def close(self) -> None:
+        """Cancel a running inference, stop streaming, disconnect clients, release the engine."""
+        await self.cancel_run()
         await self.release_stream()
         await self.pool.close()
         await self.engine.aclose()

@@ -32,6 +32,7 @@ the task it started in (Starlette's and uvicorn's WebSockets do not).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import types
 from collections import deque
@@ -44,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 SLOW_CONSUMER_CODE = 4008
 GOING_AWAY_CODE = 1001
+SERVICE_RESTART_CODE = 1012
+"""Close code of a server going down for a restart: reconnect (with ``since``) soon."""
+DRAIN_POLL = 0.01
 
 
 class Connection(Protocol):
@@ -287,17 +291,42 @@ class ConnectionPool:
         if self._detach(client) and client._task is not None:
             client._task.cancel()
 
-    async def close(self) -> None:
-        """Close every client (code 1001) and wait for every task the pool started."""
+    async def close(
+        self,
+        code: int = GOING_AWAY_CODE,
+        reason: str = "conversation closed",
+        *,
+        drain: float = 0.0,
+    ) -> None:
+        """Close every client with ``code`` and wait for every task the pool started.
+
+        With ``drain``, first give each client up to that many seconds to receive what is
+        queued for it (a restart must not cut the end of a run off its viewers).
+        """
+        if drain > 0:
+            await self.drain(drain)
         self._closed = True
         clients = list(self._clients)
         self._clients.clear()
         for client in clients:
             client.closed = True
             client._items.clear()
-            self._spawn(self._shutdown(client, GOING_AWAY_CODE, "conversation closed"), "ws-close")
+            self._spawn(self._shutdown(client, code, reason), "ws-close")
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until every client has been sent everything queued for it; False on timeout.
+
+        Polled, because it runs once, at shutdown: a wake-up per client per frame is what the
+        send path avoids.
+        """
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(not client._idle for client in self._clients):
+                    await asyncio.sleep(DRAIN_POLL)
+                return True
+        return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
