@@ -323,7 +323,7 @@ class ConnectionPool:
         """
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while any(not client._idle for client in self._clients):
+                while any(not client._idle for client in self._clients):  # noqa: ASYNC110
                     await asyncio.sleep(DRAIN_POLL)
                 return True
         return False
