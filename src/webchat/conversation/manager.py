@@ -173,8 +173,6 @@ class ConversationManager:
         await conversation.stream.start()
         self._conversations[conv_id] = conversation
         self.builds += 1
-        if record is None:
-            self.persist(conversation)
         log.info(
             "conversation %s %s (profile %s)",
             conv_id,
@@ -286,10 +284,38 @@ class ConversationManager:
                 evicted.append(conv_id)
         return evicted
 
+    def is_durable(self, conversation: Conversation) -> bool:
+        """Whether the conversation is (or is becoming) history: stored, or it has run here.
+
+        A conversation that is only joined is not: it is never stored nor listed, and it goes
+        away with its last client (``release_if_unused``), so joins of unknown ids cost
+        memory only while connected.
+        """
+        return (
+            conversation.conv_id in self._records
+            or bool(conversation.session.turns)
+            or conversation.is_running
+            or conversation.queued > 0
+        )
+
+    async def release_if_unused(self, conversation: Conversation) -> bool:
+        """Drop a conversation that has no client left and is not durable; True if dropped."""
+        conv_id = conversation.conv_id
+        if conversation.pool.count or self.is_durable(conversation):
+            return False
+        async with self._lock(conv_id):
+            if self._conversations.get(conv_id) is not conversation:
+                return False
+            if conversation.pool.count or self.is_durable(conversation):
+                return False
+            await self._remove(conv_id)
+        return True
+
     async def _remove(self, conv_id: str) -> None:
         conversation = self._conversations.pop(conv_id)
         await conversation.close()
-        self.persist(conversation)
+        if self.is_durable(conversation):
+            self.persist(conversation)
         self._records.pop(conv_id, None)
         self._saved_turns.pop(conv_id, None)
         self._retired["frames_sent"] += conversation.pool.frames_sent
