@@ -37,3 +37,13 @@ class UnknownConversationError(WebchatError):
 
 class ConversationBusyError(WebchatError):
     status_code = 409
+
+
+class IdempotencyKeyReusedError(WebchatError):
+    """An ``Idempotency-Key`` already used by a request with a different method, path, body
+    or resolved profile: replaying the first response would answer a request nobody made."""
+
+    status_code = 422
+
+    def __init__(self) -> None:
+        super().__init__("Idempotency-Key reused with a different request")

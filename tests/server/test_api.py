@@ -1,9 +1,17 @@
 import asyncio
 import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.server.conftest import AppClient, ClientFactory
+from tests.support.redis_server import start_redis_server
+from webchat.server import create_app
+from webchat.settings import ServerSettings
 
 
 async def test_health_and_profiles_without_secrets(make_client: ClientFactory):
@@ -303,3 +311,154 @@ async def test_an_internal_failure_is_json_and_settles_the_idempotency_key(
     async with asyncio.timeout(5):  # a retry gets the same answer instead of waiting forever
         again = await client.post("/chat", json={"prompt": "hi", "conv_id": "e-1"}, headers=headers)
     assert (again.status_code, again.json()) == (500, first.json())
+
+
+# -- idempotency keys are bound to their request -------------------------------------------
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def both_coordinations(
+    request: pytest.FixtureRequest, make_client: ClientFactory
+) -> AsyncIterator[AppClient]:
+    """The app with LocalCoordination, then with RedisCoordination (a real redis-server)."""
+    settings: dict[str, Any] = {}
+    if request.param == "redis":
+        settings = {"transport": "redis", "redis_url": request.getfixturevalue("redis_url")}
+    async with make_client(**settings) as client:
+        yield client
+
+
+async def test_a_reused_idempotency_key_with_another_request_is_refused(
+    both_coordinations: AppClient,
+):
+    client = both_coordinations
+    conv_id, key = f"k-{uuid.uuid4().hex[:8]}", {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"prompt": "hi", "conv_id": conv_id}
+    first = await client.post("/chat/default", json=body, headers=key)
+    assert first.status_code == 200, first.text
+    assert first.cookies.get("chat_profile") == "default"
+    await client.run_to_end(conv_id)
+
+    refused = {"error": "Idempotency-Key reused with a different request"}
+    for path, other in [
+        ("/chat/default", {"prompt": "something else", "conv_id": conv_id}),
+        ("/chat/default", {"prompt": "hi", "conv_id": conv_id, "overrides": {"temperature": 1}}),
+        ("/chat/slow", body),  # another path, and another profile
+        ("/chat", body),  # another path, though it resolves to the same profile
+        ("/chat/nope", body),  # a profile that does not exist: no cookie for it
+        ("/chat/профиль", body),  # nor for one that is not even Latin-1
+    ]:
+        response = await client.post(path, json=other, headers=key)
+        assert (response.status_code, response.json()) == (422, refused), (path, other)
+        assert response.headers["content-type"] == "application/json"
+        assert "set-cookie" not in response.headers, path
+
+    # The same request again (keys reordered, spacing changed) still gets the first response.
+    same = json.dumps({"conv_id": conv_id, "prompt": "hi"}, indent=2)
+    again = await client.post(
+        "/chat/default", content=same, headers={**key, "content-type": "application/json"}
+    )
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert client.service.runs_started == 1
+
+
+async def test_the_cookie_profile_is_part_of_the_request_a_key_is_bound_to(
+    both_coordinations: AppClient,
+):
+    client = both_coordinations
+    conv_id, key = f"k-{uuid.uuid4().hex[:8]}", {"Idempotency-Key": uuid.uuid4().hex}
+    body = {"prompt": "hi", "conv_id": conv_id}
+    first = await client.post("/chat", json=body, headers={**key, "Cookie": "chat_profile=default"})
+    assert first.status_code == 200, first.text
+    await client.run_to_end(conv_id)
+    other = await client.post("/chat", json=body, headers={**key, "Cookie": "chat_profile=queue"})
+    assert other.status_code == 422
+    assert other.json() == {"error": "Idempotency-Key reused with a different request"}
+    # Without the cookie the request resolves to the default profile: the same request.
+    again = await client.post("/chat", json=body, headers=key)
+    assert (again.status_code, again.json()) == (200, first.json())
+
+
+# -- every error is {"error": ...} ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/no/such/route", 404),
+        ("POST", "/api/nothing", 404),
+        ("GET", "/static/no-such-file.js", 404),
+        ("DELETE", "/healthz", 405),
+        ("GET", "/chat", 405),
+        ("POST", "/static/app.js", 405),
+    ],
+)
+async def test_unknown_routes_and_methods_answer_json_errors(
+    client: AppClient, method: str, path: str, status: int
+):
+    response = await client.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and body["error"], body
+    if status == 405:
+        assert response.headers["allow"]
+
+
+async def test_invalid_path_and_query_parameters_are_json_422s(client: AppClient):
+    for path in (
+        "/api/conversations/-starts-badly",
+        "/api/conversations/" + "a" * 129,
+        "/api/conversations/ok/timeline?since=-1",
+        f"/api/conversations/ok/timeline?since={2**63}",
+        "/api/conversations?limit=0",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 422, path
+        assert response.json()["error"].startswith("invalid request: "), path
+
+
+# -- reads never create --------------------------------------------------------------------
+
+
+async def test_describing_a_stored_conversation_does_not_load_it(
+    make_client: ClientFactory, tmp_path: Path
+):
+    db = str(tmp_path / "chat.sqlite3")
+    async with make_client(db=db) as client:
+        await client.post("/chat", json={"prompt": "calc: 6*7", "conv_id": "d-1"})
+        await client.run_to_end("d-1")
+        live = (await client.get("/api/conversations/d-1")).json()
+
+    async with make_client(db=db) as client:
+        response = await client.get("/api/conversations/d-1")
+        assert response.status_code == 200, response.text
+        assert client.service.manager.find("d-1") is None
+        assert len(client.service.manager) == 0
+        stored = response.json()
+        assert stored == {**live, "clients": 0, "rebuilds": 0}
+        assert len(stored["turns"]) == 1 and stored["running"] is False
+        # Still a 404 for what was never stored, and still nothing created.
+        assert (await client.get("/api/conversations/d-2")).status_code == 404
+        assert len(client.service.manager) == 0
+
+
+async def test_an_unexpected_failure_anywhere_is_a_json_500(profiles_file: Path):
+    """Redis gone under a running app: the route fails, the answer is still JSON."""
+    redis = start_redis_server()  # its own server: the shared one stays up for other tests
+    try:
+        settings = ServerSettings(
+            db=":memory:", profiles=profiles_file, transport="redis", redis_url=redis.url
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                redis.stop()
+                for path in ("/api/conversations", "/api/conversations/gone/timeline"):
+                    response = await http.get(path)
+                    assert response.status_code == 500, path
+                    assert response.headers["content-type"] == "application/json"
+                    assert response.json() == {"error": "internal error: ConnectionError"}
+    finally:
+        redis.cleanup()

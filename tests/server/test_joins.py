@@ -25,7 +25,7 @@ async def in_memory(http: httpx.AsyncClient) -> int:
 
 async def wait_in_memory(http: httpx.AsyncClient, count: int) -> None:
     async with asyncio.timeout(WAIT):
-        while await in_memory(http) != count:
+        while await in_memory(http) != count:  # noqa: ASYNC110 (another process: poll)
             await asyncio.sleep(0.02)
 
 

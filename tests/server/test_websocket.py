@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close, Frame, Opcode
 from websockets.typing import Origin
 
 from tests.support.live_server import LiveServer, live_server
@@ -32,6 +34,7 @@ from tests.support.ws_client import (
     wait_not_running,
     ws_url,
 )
+from webchat.server.ws import MAX_MESSAGE_BYTES
 
 SLOW_ANSWER_WORDS = 150
 
@@ -90,6 +93,31 @@ def assert_deltas_match_finals(frames: list[dict[str, Any]]) -> dict[str, str]:
     return finals
 
 
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def assert_no_errors_logged(records: list[logging.LogRecord]) -> None:
+    bad = [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not bad, [f"{r.name} {r.levelname}: {r.getMessage()}" for r in bad]
+
+
+async def closing_frames(ws: ClientConnection) -> tuple[list[dict[str, Any]], Close]:
+    """Every event until the server closes the connection, and the close frame it sent."""
+    events = []
+    with pytest.raises(ConnectionClosed) as closed:
+        async with asyncio.timeout(WAIT):
+            while True:
+                events.append(await recv_event(ws))
+    assert closed.value.rcvd is not None, "the server did not send a close frame"
+    return events, closed.value.rcvd
+
+
 # -- fixtures ------------------------------------------------------------------------------
 
 
@@ -104,6 +132,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         allowed_origins=[ALLOWED_ORIGIN],
     ) as running:
         yield running
+
+
+@pytest.fixture
+def server_log() -> Iterator[list[logging.LogRecord]]:
+    """What the server logs during the test (uvicorn's loggers do not propagate to the root)."""
+    records: list[logging.LogRecord] = []
+    handler = _Collect(records)
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 @pytest.fixture
@@ -196,11 +239,23 @@ async def test_ping_text_and_json_ping_both_get_pong(server: LiveServer) -> None
         {"conv_id": "../x"},
         {"conv_id": "a" * 200},
         {"conv_id": "ok-conv", "since": "-1"},
+        {"conv_id": "ok-conv", "since": "\u0663"},  # ARABIC-INDIC DIGIT THREE: not a seq
+        {"conv_id": "ok-conv", "since": "9" * 5000},  # past int()'s 4300-digit limit
+        {"conv_id": "ok-conv", "profile": "\u043f\u0440\u043e\u0444\u0438\u043b\u044c" * 30},
     ],
-    ids=["missing", "empty", "path", "too-long", "bad-since"],
+    ids=[
+        "missing",
+        "empty",
+        "path",
+        "too-long",
+        "bad-since",
+        "non-ascii-since",
+        "huge-since",
+        "long-non-ascii-profile",
+    ],
 )
 async def test_bad_join_parameters_get_an_error_frame_then_close_1008(
-    server: LiveServer, query: dict[str, str]
+    server: LiveServer, server_log: list[logging.LogRecord], query: dict[str, str]
 ) -> None:
     async with connect(ws_url(server.ws_url, **query)) as ws:
         async with asyncio.timeout(WAIT):
@@ -211,6 +266,53 @@ async def test_bad_join_parameters_get_an_error_frame_then_close_1008(
                 await ws.recv()
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1008
+    assert_no_errors_logged(server_log)
+
+
+# -- 3b. what a client may send ------------------------------------------------------------
+
+
+async def test_a_binary_message_gets_an_error_frame_then_close_1003(
+    server: LiveServer, server_log: list[logging.LogRecord]
+) -> None:
+    async with viewer(server.ws_url, new_conv()) as client:
+        await client.ws.send(b"\x00\x01 not text")
+        events, close = await closing_frames(client.ws)
+    assert [e["type"] for e in events] == ["error"]
+    assert "binary" in events[0]["error"]
+    assert close.code == 1003
+    assert_no_errors_logged(server_log)
+
+
+async def test_invalid_utf8_closes_1007_without_a_traceback(
+    server: LiveServer, server_log: list[logging.LogRecord]
+) -> None:
+    async with viewer(server.ws_url, new_conv()) as client:
+        async with client.ws.send_context():  # a text frame no conforming client would send
+            client.ws.protocol.send_frame(Frame(Opcode.TEXT, b"\xff\xfe not utf-8"))
+        _, close = await closing_frames(client.ws)
+    assert close.code == 1007
+    assert_no_errors_logged(server_log)
+    assert any("not UTF-8" in r.getMessage() for r in server_log)
+
+
+async def test_a_message_over_64_kib_closes_1009(
+    server: LiveServer, server_log: list[logging.LogRecord]
+) -> None:
+    async with viewer(server.ws_url, new_conv()) as client:
+        # Up to the limit is read (and ignored: it is not a ping) ...
+        await client.ws.send("x" * MAX_MESSAGE_BYTES)
+        await client.ws.send("[" * MAX_MESSAGE_BYTES)  # deeper than the JSON parser goes
+        await client.ws.send("ping")
+        async with asyncio.timeout(WAIT):
+            assert (await client.recv())["type"] == "ws.pong"
+        # ... one byte more is not (counted in UTF-8 bytes, not characters).
+        await client.ws.send("\u00e9" * (MAX_MESSAGE_BYTES // 2) + "x")
+        events, close = await closing_frames(client.ws)
+    # The server (like `webchat serve`) refuses it while reading: close 1009, nothing else.
+    assert events == []
+    assert close.code == 1009
+    assert_no_errors_logged(server_log)
 
 
 # -- 4. origin check -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from webchat.server import create_app
+from webchat.server.ws import MAX_MESSAGE_BYTES
 from webchat.settings import ServerSettings
 
 
@@ -26,7 +27,10 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}{settings.root}"
         self.ws_url = f"ws://127.0.0.1:{self.port}{settings.root}"
         config = uvicorn.Config(
-            create_app(settings), log_level="warning", timeout_graceful_shutdown=5
+            create_app(settings),
+            log_level="warning",
+            timeout_graceful_shutdown=5,
+            ws_max_size=MAX_MESSAGE_BYTES,  # as `webchat serve` runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -44,3 +44,16 @@ async def test_topics_are_independent(topic: str) -> None:
     mine = await transport.publish(topic, b"here")
     assert await take(sub, 1) == [mine]
     await close(transport)
+
+
+async def test_a_topic_that_never_carried_a_message_is_forgotten_with_its_last_reader():
+    """Joins of unknown conversations must not leave a topic behind each."""
+    transport = InMemoryTransport()
+    for i in range(100):
+        subscription = await transport.subscribe(f"chat:join-{i}")
+        await subscription.close()
+    used = await transport.subscribe("chat:used")
+    await transport.publish("chat:used", b"x")
+    await used.close()
+    assert list(transport._topics) == ["chat:used"]  # it keeps its messages for replay
+    await transport.close()

@@ -11,12 +11,18 @@ balancer behave as one server:
 - cancel requests are published on a channel every process listens to, so the process that
   runs the inference cancels it;
 - queues and idempotency keys are Redis lists and keys.
+
+An idempotency key is bound to the request that first used it: its fingerprint (a hash of
+method, path, canonical body and resolved profile, computed by the caller) is stored with the
+response, and the same key with another fingerprint is refused with
+``IdempotencyKeyReusedError`` instead of being answered with someone else's response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -29,6 +35,7 @@ from typing import Any, Protocol
 import redis.asyncio as aredis
 import redis.exceptions
 
+from webchat.errors import IdempotencyKeyReusedError
 from webchat.transport.redis_client import command_client
 
 log = logging.getLogger("webchat.coordination")
@@ -55,6 +62,26 @@ class StoredResponse:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class _KeyUse:
+    """The request an idempotency key belongs to, and its response once it has one."""
+
+    fingerprint: str
+    response: asyncio.Future[StoredResponse]
+
+
+def request_fingerprint(request_line: str, profile_slug: str, body: Any) -> str:
+    """What binds an idempotency key to its request: sha256 of the method and path
+    (``request_line``), the profile the request resolves to and the canonical JSON body (keys
+    sorted, so spacing and key order do not make two requests differ)."""
+    canonical = json.dumps(
+        {"request": request_line, "profile": profile_slug, "body": body},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class Coordination(Protocol):
     async def start(self, on_cancel: CancelHandler, on_orphan: OrphanHandler) -> None: ...
     async def close(self) -> None: ...
@@ -77,12 +104,14 @@ class Coordination(Protocol):
     async def dequeue(self, conv_id: str) -> PendingRun | None: ...
     async def queue_length(self, conv_id: str) -> int: ...
     async def clear_queues(self) -> None: ...
-    async def claim(self, key: str) -> StoredResponse | None:
-        """Claim an idempotency key: ``None`` if this request is the first with it, else the
-        first request's response (waiting for it if that request is still being handled)."""
+    async def claim(self, key: str, fingerprint: str) -> StoredResponse | None:
+        """Claim an idempotency key for the request ``fingerprint`` identifies: ``None`` if
+        this request is the first with it, else the first request's response (waiting for it
+        if that request is still being handled). Raises ``IdempotencyKeyReusedError`` when the
+        key belongs to a request with another fingerprint."""
         ...
 
-    async def settle(self, key: str, response: StoredResponse) -> None: ...
+    async def settle(self, key: str, fingerprint: str, response: StoredResponse) -> None: ...
 
 
 class LocalCoordination:
@@ -92,18 +121,19 @@ class LocalCoordination:
         self.keys_kept = keys_kept
         self._locks: dict[str, str] = {}
         self._queues: dict[str, deque[PendingRun]] = {}
-        self._responses: OrderedDict[str, StoredResponse | asyncio.Future[StoredResponse]] = (
-            OrderedDict()
-        )
+        # Requests still being handled, then (bounded, oldest dropped first) settled ones. A key
+        # in flight is never dropped: its waiters would wait forever.
+        self._in_flight: dict[str, _KeyUse] = {}
+        self._settled: OrderedDict[str, _KeyUse] = OrderedDict()
         self._on_cancel: CancelHandler | None = None
 
     async def start(self, on_cancel: CancelHandler, on_orphan: OrphanHandler) -> None:
         self._on_cancel = on_cancel
 
     async def close(self) -> None:
-        for value in self._responses.values():
-            if isinstance(value, asyncio.Future) and not value.done():
-                value.cancel()
+        for use in self._in_flight.values():
+            use.response.cancel()
+        self._in_flight.clear()
 
     async def try_lock(self, conv_id: str, inference_id: str) -> str | None:
         holder = self._locks.get(conv_id)
@@ -147,22 +177,26 @@ class LocalCoordination:
     async def clear_queues(self) -> None:
         self._queues.clear()
 
-    async def claim(self, key: str) -> StoredResponse | None:
-        existing = self._responses.get(key)
-        if existing is None:
-            self._responses[key] = asyncio.get_running_loop().create_future()
-            while len(self._responses) > self.keys_kept:
-                self._responses.popitem(last=False)
+    async def claim(self, key: str, fingerprint: str) -> StoredResponse | None:
+        use = self._in_flight.get(key) or self._settled.get(key)
+        if use is None:
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = _KeyUse(fingerprint, future)
             return None
-        if isinstance(existing, asyncio.Future):
-            return await asyncio.shield(existing)
-        return existing
+        if use.fingerprint != fingerprint:
+            raise IdempotencyKeyReusedError()
+        return await asyncio.shield(use.response)
 
-    async def settle(self, key: str, response: StoredResponse) -> None:
-        waiting = self._responses.get(key)
-        if isinstance(waiting, asyncio.Future) and not waiting.done():
-            waiting.set_result(response)
-        self._responses[key] = response
+    async def settle(self, key: str, fingerprint: str, response: StoredResponse) -> None:
+        use = self._in_flight.pop(key, None)
+        if use is None or use.fingerprint != fingerprint:
+            use = _KeyUse(fingerprint, asyncio.get_running_loop().create_future())
+        if not use.response.done():
+            use.response.set_result(response)
+        self._settled[key] = use
+        self._settled.move_to_end(key)
+        while len(self._settled) > self.keys_kept:
+            self._settled.popitem(last=False)
 
 
 # Renew only our own lease; release only our own lock. A lock that is gone altogether (Redis
@@ -202,7 +236,6 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
-_PENDING = "__pending__"
 
 
 class RedisCoordination:
@@ -216,12 +249,16 @@ class RedisCoordination:
         lease_ms: int = 10_000,
         reap_every: float = 2.0,
         idempotency_ttl: int = 86_400,
+        idempotency_pending_ttl: int = 60,
     ) -> None:
         self.url = url
         self.prefix = prefix
         self.lease_ms = lease_ms
         self.reap_every = reap_every
         self.idempotency_ttl = idempotency_ttl
+        self.idempotency_pending_ttl = idempotency_pending_ttl
+        """Seconds a claimed key waits for its response: a claim whose process died frees
+        the key after this, for a retry to be handled rather than wait forever."""
         self.owner = uuid.uuid4().hex[:12]
         self._redis: aredis.Redis | None = None
         self._held: dict[str, str] = {}  # conv_id -> lock value
@@ -424,24 +461,43 @@ class RedisCoordination:
 
     # -- idempotency -----------------------------------------------------------------------
 
-    async def claim(self, key: str) -> StoredResponse | None:
+    async def claim(self, key: str, fingerprint: str) -> StoredResponse | None:
         redis_key = self._key("idem:", key)
-        if await self.redis.set(redis_key, _PENDING, nx=True, ex=self.idempotency_ttl):
-            return None
+        pending = json.dumps({"fingerprint": fingerprint})
         deadline = time.monotonic() + 30
         while True:
+            if await self.redis.set(redis_key, pending, nx=True, ex=self.idempotency_pending_ttl):
+                return None
             value = await self.redis.get(redis_key)
-            if value is not None and _text(value) != _PENDING:
-                data = json.loads(value)
-                return StoredResponse(int(data["status_code"]), dict(data["body"]))
-            if value is None or time.monotonic() > deadline:
-                return None  # the first request died mid-way: handle this one
+            if value is None:
+                continue  # expired or released between the two commands: claim it again
+            stored_fingerprint, response = _decode_key_use(value)
+            if stored_fingerprint != fingerprint:
+                raise IdempotencyKeyReusedError()
+            if response is not None:
+                return response
+            if time.monotonic() > deadline:
+                return None  # the first request is stuck: handle this one
             await asyncio.sleep(0.05)
 
-    async def settle(self, key: str, response: StoredResponse) -> None:
-        await self.redis.set(
-            self._key("idem:", key), json.dumps(asdict(response)), ex=self.idempotency_ttl
-        )
+    async def settle(self, key: str, fingerprint: str, response: StoredResponse) -> None:
+        value = json.dumps({"fingerprint": fingerprint, **asdict(response)})
+        await self.redis.set(self._key("idem:", key), value, ex=self.idempotency_ttl)
+
+
+def _decode_key_use(value: Any) -> tuple[str | None, StoredResponse | None]:
+    """(fingerprint, response) of a stored idempotency key; a value this version cannot
+    read has no fingerprint, so no request matches it."""
+    try:
+        data = json.loads(value)
+        fingerprint = data.get("fingerprint") if isinstance(data, dict) else None
+        if not isinstance(fingerprint, str):
+            return None, None
+        if "status_code" not in data:
+            return fingerprint, None
+        return fingerprint, StoredResponse(int(data["status_code"]), dict(data["body"]))
+    except (ValueError, TypeError, KeyError):
+        return None, None
 
 
 def _text(value: Any) -> str:

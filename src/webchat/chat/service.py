@@ -20,7 +20,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from webchat.chat.coordination import Coordination, PendingRun, StoredResponse
+from webchat.chat.coordination import (
+    Coordination,
+    PendingRun,
+    StoredResponse,
+    request_fingerprint,
+)
 from webchat.conversation import (
     Client,
     Connection,
@@ -30,8 +35,10 @@ from webchat.conversation import (
     Frame,
     SubscriberFactory,
 )
+from webchat.conversation.pool import SERVICE_RESTART_CODE
 from webchat.errors import (
     ConversationBusyError,
+    IdempotencyKeyReusedError,
     InvalidRequestError,
     UnknownConversationError,
     WebchatError,
@@ -46,6 +53,8 @@ from webchat.transport import TopicSink, Transport, topic_for
 log = logging.getLogger("webchat.chat")
 
 CONV_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+DRAIN_TIMEOUT = 5.0
+"""Seconds a shutdown waits for the last frames of cancelled runs to reach the clients."""
 LOCK_WAIT = 15.0
 """Seconds an interrupting request waits for the active run to let go (lease expiry bound)."""
 
@@ -124,16 +133,40 @@ class ChatService:
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._drained = False
         self.runs_started = 0
 
     async def start(self) -> None:
         await self.coordination.start(self._cancel_here, self._close_orphan)
         self.manager.start()
 
-    async def close(self) -> None:
-        """Drop this process's queued runs, cancel its active ones (each ends with
-        ``run.cancelled``), release their locks."""
+    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
+        """Go down for a restart without cutting a stream short (idempotent).
+
+        Queued runs of this process are dropped and its active runs cancelled; every
+        connected client then receives every frame up to and including its run's terminal
+        frame (within ``timeout`` seconds in all) and is closed with 1012, so it reconnects
+        with ``since`` to whichever process serves next.
+        """
+        if self._drained:
+            return
+        self._drained = True
         await self.coordination.clear_queues()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conversations = self.manager.all()
+        await asyncio.gather(*(c.cancel_run(timeout) for c in conversations))
+        left = max(deadline - loop.time(), 0.1)
+        await asyncio.gather(
+            *(
+                c.pool.close(SERVICE_RESTART_CODE, "server restarting", drain=left)
+                for c in conversations
+            )
+        )
+
+    async def close(self) -> None:
+        """Drain (see ``drain``), then release every conversation and this process's locks."""
+        await self.drain()
         await self.manager.close()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,11 +183,27 @@ class ChatService:
     # -- runs ------------------------------------------------------------------------------
 
     async def submit_once(
-        self, profile_slug: str, request: RunRequest, idempotency_key: str | None
+        self,
+        profile_slug: str,
+        request: RunRequest,
+        idempotency_key: str | None,
+        *,
+        request_line: str,
     ) -> StoredResponse:
-        """``submit`` as an HTTP response; a repeated idempotency key gets the first one."""
+        """``submit`` as an HTTP response; a repeated idempotency key gets the first one.
+
+        A key is bound to its request: ``request_line`` (method and path), the body and the
+        profile the request resolves to. The same key with another request gets a 422, never
+        the response of a request it did not make.
+        """
+        fingerprint = request_fingerprint(
+            request_line, profile_slug, request.model_dump(mode="json")
+        )
         if idempotency_key:
-            first = await self.coordination.claim(idempotency_key)
+            try:
+                first = await self.coordination.claim(idempotency_key, fingerprint)
+            except IdempotencyKeyReusedError as exc:
+                return StoredResponse(exc.status_code, {"error": exc.message})
             if first is not None:
                 return first
         try:
@@ -170,7 +219,7 @@ class ChatService:
             log.exception("run request failed")
             response = StoredResponse(500, {"error": f"internal error: {type(exc).__name__}"})
         if idempotency_key:
-            await self.coordination.settle(idempotency_key, response)
+            await self.coordination.settle(idempotency_key, fingerprint, response)
         return response
 
     async def submit(self, profile_slug: str, request: RunRequest) -> RunAccepted:
@@ -392,16 +441,17 @@ class ChatService:
         client = conversation.attach(conn, since, older=older, hello=hello_text(conversation))
         return conversation, client
 
+    async def disconnect(self, conversation: Conversation, client: Client) -> None:
+        """A client left; a conversation that was only joined goes with its last client."""
+        conversation.detach(client)
+        await self.manager.release_if_unused(conversation)
+
     async def _older_frames(self, conversation: Conversation, since: int | None) -> list[Frame]:
         if since is None or conversation.buffer.covers(since):
             return []
         rows = await self.store.frames_since(conversation.conv_id, since)
-        first_buffered = conversation.buffer.first_seq
-        return [
-            Frame.from_json(seq, text)
-            for seq, text in rows
-            if first_buffered is None or seq < first_buffered
-        ]
+        boundary = conversation.buffer.complete_after
+        return [Frame.from_json(seq, text) for seq, text in rows if seq <= boundary]
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -426,11 +476,28 @@ class ChatService:
         }
 
     async def describe(self, conv_id: str) -> dict[str, Any]:
+        """The conversation as it is: from memory when loaded, else from the store (a read
+        never loads or creates a conversation)."""
         conversation = self.manager.find(conv_id)
         if conversation is None:
-            await self._require_stored(conv_id)
-            conversation = await self.manager.join(conv_id, self.profiles.default_slug)
-        elif self.shared_state and not conversation.is_running:
+            record = await self.store.get_conversation(conv_id)
+            if record is None:
+                raise UnknownConversationError(f"unknown conversation {conv_id!r}")
+            turns = await self.store.load_turns(conv_id)
+            return {
+                "conv_id": conv_id,
+                "session_id": record.session_id,
+                "profile": record.profile_slug,
+                "signature": json.loads(record.signature) if record.signature else {},
+                "rebuilds": 0,
+                # Not loaded here, but another process may be running it.
+                "running": await self.coordination.holder(conv_id) is not None,
+                "queued": await self.coordination.queue_length(conv_id),
+                "last_seq": max(record.last_seq, await self.store.last_seq(conv_id)),
+                "clients": 0,
+                "turns": [t.model_dump(mode="json", exclude_none=True) for t in turns],
+            }
+        if self.shared_state and not conversation.is_running:
             await self._catch_up(conversation)  # another process may have run the last turns
         return {
             "conv_id": conv_id,
@@ -458,6 +525,8 @@ class ChatService:
                 "running": False,
             }
         for conversation in self.manager.all():
+            if not self.manager.is_durable(conversation):
+                continue  # only joined: not history until something runs in it
             entry = listed.setdefault(
                 conversation.conv_id,
                 {

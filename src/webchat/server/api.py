@@ -1,18 +1,68 @@
-"""HTTP routes: each one translates a request into one ``ChatService`` call and back."""
+"""HTTP routes: each one translates a request into one ``ChatService`` call and back.
+
+Every status a route can answer is declared with its JSON shape (``webchat.server.schemas``),
+so the OpenAPI document describes the API as it behaves.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Cookie, Header, Query, Request
+from fastapi import APIRouter, Cookie, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import webchat
-from webchat.chat.service import ChatService, RunRequest
+from webchat.chat.service import CONV_ID_PATTERN, ChatService, RunAccepted, RunRequest
+from webchat.server.schemas import (
+    CancelResult,
+    ConversationDescription,
+    ConversationList,
+    Health,
+    ProfileInfo,
+    Timeline,
+    errors,
+)
 
 router = APIRouter()
 
 PROFILE_COOKIE = "chat_profile"
+MAX_SEQ = 2**63 - 1
+"""The largest frame seq a store can hold (a signed 64-bit integer)."""
+
+ConvId = Annotated[
+    str,
+    Path(
+        pattern=CONV_ID_PATTERN.pattern,
+        description="1-128 characters of letters, digits and _ . : - (a letter or digit first)",
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=256,
+        description="Repeat a request safely: the same key with the same request gets the "
+        "first response; with a different request, a 422.",
+    ),
+]
+
+# Where a run's ids lead: its conversation, timeline and cancel (OpenAPI links).
+RUN_LINKS = {
+    name: {"operationId": operation, "parameters": {"conv_id": "$response.body#/conv_id"}}
+    for name, operation in [
+        ("conversation", "conversation"),
+        ("timeline", "timeline"),
+        ("cancel", "cancel"),
+    ]
+}
+RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The run started", "links": RUN_LINKS},
+    202: {
+        "model": RunAccepted,
+        "description": "The run is queued behind the active one",
+        "links": RUN_LINKS,
+    },
+    **errors(400, 403, 404, 409, 413, 422),
+}
 
 
 def service_of(request: Request) -> ChatService:
@@ -21,25 +71,25 @@ def service_of(request: Request) -> ChatService:
 
 
 @router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    return {"status": "ok", "version": webchat.__version__}
+async def healthz() -> Health:
+    return Health(status="ok", version=webchat.__version__)
 
 
 @router.get("/api/chat/profiles")
-async def list_profiles(request: Request) -> list[dict[str, Any]]:
+async def list_profiles(request: Request) -> list[ProfileInfo]:
     service = service_of(request)
     return [
-        {
-            "slug": p.slug,
-            "display_name": p.title,
-            "default_prompt": p.default_prompt,
-            "allow_overrides": p.allow_overrides,
-            "api_type": p.step_settings.api_type,
-            "model": p.step_settings.resolved_model(),
-            "tools": p.tools,
-            "busy_policy": service.busy_policy(p),
-            "default": p.slug == service.profiles.default_slug,
-        }
+        ProfileInfo(
+            slug=p.slug,
+            display_name=p.title,
+            default_prompt=p.default_prompt,
+            allow_overrides=p.allow_overrides,
+            api_type=p.step_settings.api_type,
+            model=p.step_settings.resolved_model(),
+            tools=p.tools,
+            busy_policy=service.busy_policy(p),
+            default=p.slug == service.profiles.default_slug,
+        )
         for p in service.profiles.all()
     ]
 
@@ -47,54 +97,74 @@ async def list_profiles(request: Request) -> list[dict[str, Any]]:
 async def _start_run(
     request: Request, body: RunRequest, profile: str, idempotency_key: str | None
 ) -> JSONResponse:
-    response = await service_of(request).submit_once(profile, body, idempotency_key)
+    response = await service_of(request).submit_once(
+        profile, body, idempotency_key, request_line=f"{request.method} {request.url.path}"
+    )
     return JSONResponse(response.body, status_code=response.status_code)
 
 
-@router.post("/chat")
+@router.post("/chat", response_model=RunAccepted, responses=RUN_RESPONSES)
 async def chat(
     request: Request,
     body: RunRequest,
     chat_profile: Annotated[str | None, Cookie()] = None,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """Start a run with the profile of the ``chat_profile`` cookie (else the default)."""
     profile = chat_profile or service_of(request).profiles.default_slug
     return await _start_run(request, body, profile, idempotency_key)
 
 
-@router.post("/chat/{profile}")
+@router.post("/chat/{profile}", response_model=RunAccepted, responses=RUN_RESPONSES)
 async def chat_with_profile(
     request: Request,
     profile: str,
     body: RunRequest,
-    idempotency_key: Annotated[str | None, Header()] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    """Start a run with ``profile``, and remember it in the ``chat_profile`` cookie."""
     response = await _start_run(request, body, profile, idempotency_key)
-    if response.status_code < 300:
+    # Only a profile that exists goes into the cookie: its slug is plain ASCII.
+    if response.status_code < 300 and profile in service_of(request).profiles:
         response.set_cookie(PROFILE_COOKIE, profile, samesite="lax", httponly=False)
     return response
 
 
-@router.post("/api/conversations/{conv_id}/cancel")
-async def cancel(request: Request, conv_id: str) -> dict[str, Any]:
+@router.post(
+    "/api/conversations/{conv_id}/cancel",
+    operation_id="cancel",
+    response_model=CancelResult,
+    responses=errors(404, 413, 422),
+)
+async def cancel(request: Request, conv_id: ConvId) -> dict[str, Any]:
     return await service_of(request).cancel(conv_id)
 
 
-@router.get("/api/conversations")
+@router.get("/api/conversations", response_model=ConversationList, responses=errors(422))
 async def conversations(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     return {"conversations": await service_of(request).list_conversations(limit)}
 
 
-@router.get("/api/conversations/{conv_id}")
-async def conversation(request: Request, conv_id: str) -> dict[str, Any]:
+@router.get(
+    "/api/conversations/{conv_id}",
+    operation_id="conversation",
+    response_model=ConversationDescription,
+    responses=errors(404, 422),
+)
+async def conversation(request: Request, conv_id: ConvId) -> dict[str, Any]:
     return await service_of(request).describe(conv_id)
 
 
-@router.get("/api/conversations/{conv_id}/timeline")
+@router.get(
+    "/api/conversations/{conv_id}/timeline",
+    operation_id="timeline",
+    response_model=Timeline,
+    responses=errors(404, 422),
+)
 async def timeline(
-    request: Request, conv_id: str, since: Annotated[int, Query(ge=0)] = 0
+    request: Request, conv_id: ConvId, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
 ) -> dict[str, Any]:
     return await service_of(request).timeline(conv_id, since)
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import webchat
 from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
@@ -106,11 +107,26 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             await transport.close()
 
     app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
+    ws.quiet_invalid_utf8_tracebacks()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(WebchatError)
     async def webchat_error(request: Request, exc: WebchatError) -> JSONResponse:
         return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown routes, wrong methods, missing static files: the same {"error": ...} shape.
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # The last resort (Starlette still logs the traceback): JSON, never text/plain.
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

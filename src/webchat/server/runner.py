@@ -15,6 +15,8 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
+from webchat.server.ws import MAX_MESSAGE_BYTES
+
 log = logging.getLogger("webchat.server")
 
 
@@ -39,6 +41,11 @@ class DrainingServer(uvicorn.Server):
 def serve(app: FastAPI, *, host: str, port: int, log_level: str) -> None:
     """Serve ``app`` until SIGINT/SIGTERM, then drain and stop."""
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=10,
+        ws_max_size=MAX_MESSAGE_BYTES,  # a larger client message is refused as it arrives
     )
     DrainingServer(config, app).run()

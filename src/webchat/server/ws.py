@@ -1,13 +1,21 @@
-"""The WebSocket route: join a conversation, receive its frames, resume with ``since``."""
+"""The WebSocket route: join a conversation, receive its frames, resume with ``since``.
+
+Clients only ever send small text messages (pings). Anything else ends the connection with an
+error frame and a close code, never a traceback: a binary message closes with 1003, one over
+``MAX_MESSAGE_BYTES`` with 1009, and invalid UTF-8 (which the server rejects before the app
+sees it) with 1007.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from webchat.chat.service import CONV_ID_PATTERN, PONG_TEXT
 from webchat.errors import WebchatError
@@ -17,6 +25,32 @@ router = APIRouter()
 log = logging.getLogger("webchat.ws")
 
 POLICY_VIOLATION = 1008
+UNSUPPORTED_DATA = 1003
+MESSAGE_TOO_BIG = 1009
+MAX_MESSAGE_BYTES = 64 * 1024
+"""The largest client message read. Pass it to uvicorn as ``ws_max_size`` too, so a bigger
+one is refused while it arrives rather than read whole (uvicorn's default is 16 MiB)."""
+SINCE_PATTERN = re.compile(r"[0-9]{1,18}")
+"""ASCII digits only (``str.isdigit`` also accepts other scripts' digits), below 2**63."""
+
+
+class _InvalidUtf8WithoutTraceback(logging.Filter):
+    """uvicorn logs a text frame that is not UTF-8 with a traceback, then closes the socket
+    with 1007: a client's mistake, worth one warning line, not an error with a stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "WebSocket text frame is not UTF-8; closed with 1007", ()
+        return True
+
+
+def quiet_invalid_utf8_tracebacks() -> None:
+    """Install the filter on uvicorn's error logger (once, however many apps are created)."""
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _InvalidUtf8WithoutTraceback) for f in logger.filters):
+        logger.addFilter(_InvalidUtf8WithoutTraceback())
 
 
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
@@ -30,6 +64,11 @@ def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
     return urlsplit(origin).netloc == websocket.headers.get("host", "")
 
 
+def _close_reason(text: str) -> str:
+    """``text`` cut to the 123 UTF-8 bytes a close frame's reason may hold."""
+    return text.encode()[:123].decode(errors="ignore")
+
+
 def _error_frame(message: str) -> str:
     return json.dumps({"sem": True, "event": {"type": "error", "error": message}})
 
@@ -39,7 +78,7 @@ def _is_ping(text: str) -> bool:
         return True
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         return False
     return isinstance(data, dict) and data.get("type") == "ws.ping"
 
@@ -61,11 +100,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         problem = "conv_id is required"
     elif not CONV_ID_PATTERN.match(conv_id):
         problem = "conv_id must be 1-128 characters of letters, digits and _ . : -"
-    elif since_text is not None and not (since_text.isdigit()):
+    elif since_text is not None and not SINCE_PATTERN.fullmatch(since_text):
         problem = "since must be a non-negative integer"
     if problem is not None:
         await websocket.send_text(_error_frame(problem))
-        await websocket.close(code=POLICY_VIOLATION, reason=problem)
+        await websocket.close(code=POLICY_VIOLATION, reason=_close_reason(problem))
         return
     profile = (
         params.get("profile")
@@ -78,17 +117,35 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
     except WebchatError as exc:
         await websocket.send_text(_error_frame(exc.message))
-        await websocket.close(code=POLICY_VIOLATION, reason=exc.message[:120])
+        await websocket.close(code=POLICY_VIOLATION, reason=_close_reason(exc.message))
         return
     try:
         while True:
             async with asyncio.timeout(settings.idle_timeout):
-                text = await websocket.receive_text()
-            if _is_ping(text):
+                message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            refusal = _refusal(message)
+            if refusal is not None:
+                code, problem = refusal
+                await websocket.send_text(_error_frame(problem))
+                await websocket.close(code=code, reason=_close_reason(problem))
+                break
+            if _is_ping(message["text"]):
                 conversation.pool.send_direct(client, PONG_TEXT)
     except TimeoutError:
         await websocket.close(code=1001, reason="idle timeout")
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left, or the pool already closed the socket
     finally:
-        conversation.detach(client)
+        await service.disconnect(conversation, client)
+
+
+def _refusal(message: Message) -> tuple[int, str] | None:
+    """(close code, reason) for a client message the server does not accept."""
+    text = message.get("text")
+    if text is None:
+        return UNSUPPORTED_DATA, "binary messages are not accepted; send text"
+    if len(text) > MAX_MESSAGE_BYTES or len(text.encode()) > MAX_MESSAGE_BYTES:
+        return MESSAGE_TOO_BIG, f"messages are limited to {MAX_MESSAGE_BYTES} bytes"
+    return None

@@ -13,6 +13,7 @@ const BACKOFF_MAX_MS = 5_000;
 const CONVERSATIONS_EVERY_MS = 20_000;
 const SLOW_CONSUMER = 4008;
 const POLICY_VIOLATION = 1008;
+const SERVICE_RESTART = 1012; // the server is shutting down to restart: come back later
 
 // -- small helpers ---------------------------------------------------------------------------
 
@@ -63,6 +64,40 @@ function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
+// What an error means for the reader, from the technical text engines and the server write
+// (e.g. "openai: connection to http://127.0.0.1:9 failed: ConnectError: ..."). First match wins.
+const PLAIN_ERRORS = [
+  [
+    /authentication failed|api key|permission denied|\((401|403)\)/i,
+    "The model provider refused the credentials: check the API key.",
+  ],
+  [
+    /rate limited|\(429\)/i,
+    "The model provider is rate limiting requests. Wait a moment, then retry.",
+  ],
+  [/timed out/i, "The model provider took too long to answer."],
+  [
+    /connection lost|lost while streaming/i,
+    "The connection to the model provider was lost mid-answer.",
+  ],
+  [
+    /connection (to .* )?failed|connecterror|connection refused/i,
+    "Could not reach the model provider.",
+  ],
+  [/server error|\(5\d\d\)/i, "The model provider had a problem and could not answer."],
+  [/request rejected|\(4\d\d\)/i, "The model provider rejected the request."],
+  [/malformed stream|stream error/i, "The model provider sent an answer that could not be read."],
+  [/server running this inference stopped/i, "The server stopped while answering."],
+  [/queued run could not start/i, "Your queued message could not start."],
+];
+
+function plainError(messages, duringRun) {
+  for (const [pattern, plain] of PLAIN_ERRORS) {
+    if (messages.some((m) => pattern.test(m))) return plain;
+  }
+  return duringRun ? "Something went wrong while answering." : "Something went wrong.";
+}
+
 // -- transcript: frames in, DOM out ------------------------------------------------------------
 
 /**
@@ -80,9 +115,17 @@ class Transcript {
   reset() {
     this.root.replaceChildren();
     this.lastSeq = 0;
+    this.helloSeq = 0;
     this.nodes = new Map();
+    // The running state comes from frames alone: a run is active from its run.started (or
+    // from the POST reply that accepted it) until its terminal frame. The POST reply and the
+    // frames travel separately, so a reply may come after the run already ended: `ended`
+    // remembers terminal frames, and an ended run is never marked active again.
     this.active = new Set(); // inference ids started or accepted and not yet ended
-    this.serverRunning = false; // ws.hello said a run is active
+    this.ended = new Map(); // inference id -> "finished" | "failed" | "cancelled"
+    this.serverRunning = false; // ws.hello said a run is active; until its replay is read
+    this.prompts = new Map(); // inference id -> the prompt it answers (for Retry)
+    this.strays = 0; // error frames outside any run (they may have no seq)
     this.firstUserText = null;
   }
 
@@ -94,14 +137,31 @@ class Transcript {
     return this.root.childElementCount === 0;
   }
 
-  /** A run the server accepted (its frames may not have arrived yet). */
+  /** A run the server accepted (its frames may have arrived already, or not yet). */
   expect(inferenceId) {
-    if (inferenceId) this.active.add(inferenceId);
+    if (inferenceId && !this.ended.has(inferenceId)) this.active.add(inferenceId);
+  }
+
+  /** The prompt a run answers, known from its POST (its chat.user_message may lag). */
+  rememberPrompt(inferenceId, text) {
+    if (!inferenceId || this.prompts.has(inferenceId)) return;
+    this.prompts.set(inferenceId, text);
+    const card = this.nodes.get(`error:${inferenceId}`);
+    if (card) this.showRetry(card);
   }
 
   hello(event) {
-    this.serverRunning = Boolean(event.running);
-    if (!event.running) this.active.clear(); // what still runs will replay its run.started
+    this.helloSeq = typeof event.last_seq === "number" ? event.last_seq : 0;
+    if (!event.running) {
+      // Nothing runs: a run still listed ended while we were away (its terminal frame is in
+      // the replay or on its way), and what starts later will send its run.started.
+      this.active.clear();
+      this.serverRunning = false;
+    } else {
+      // Something runs. If frames up to last_seq are still to be replayed, its run.started is
+      // among them: trust the greeting until the replay is read, then the frames alone.
+      this.serverRunning = this.lastSeq < this.helloSeq;
+    }
   }
 
   apply(event) {
@@ -111,6 +171,9 @@ class Transcript {
     }
     const handler = HANDLERS[event.type];
     if (handler) handler.call(this, event);
+    if (this.serverRunning && typeof event.seq === "number" && event.seq >= this.helloSeq) {
+      this.serverRunning = false; // the replay is read: `active` knows what runs
+    }
     return true;
   }
 
@@ -220,8 +283,59 @@ class Transcript {
     this.nodes.set(key, node);
   }
 
+  /** The one card that explains why a run failed, however many frames report it. */
+  errorCard(event) {
+    const id = event.inference_id;
+    const key = id ? `error:${id}` : `error:stray:${event.seq ?? `n${(this.strays += 1)}`}`;
+    let card = this.nodes.get(key);
+    if (!card) {
+      card = el("div", "run-error");
+      card.setAttribute("role", "alert");
+      card.dataset.inferenceId = id ?? "";
+      card.messages = [];
+      card.textEl = el("p", "run-error-text");
+      const details = el("details", "run-error-details");
+      card.detailEl = el("pre", "run-error-detail");
+      details.append(el("summary", "", "Details"), card.detailEl);
+      card.append(card.textEl);
+      if (id) {
+        card.retry = el("button", "retry", "Retry");
+        card.retry.type = "button";
+        card.retry.hidden = true;
+        card.retry.addEventListener("click", () => this.hooks.retry?.(id));
+        card.append(card.retry);
+      }
+      card.append(details);
+      (id ? this.turn(event).body : this.root).append(card);
+      this.nodes.set(key, card);
+    }
+    return card;
+  }
+
+  addError(event, message) {
+    const id = event.inference_id;
+    if (id && this.ended.get(id) === "cancelled") return; // the cancel line says it all
+    const card = this.errorCard(event);
+    const text = String(message || "unknown error");
+    // An `error` frame and `run.failed` usually carry the same text, or one contains the other.
+    if (!card.messages.some((m) => m.includes(text))) {
+      card.messages = [...card.messages.filter((m) => !text.includes(m)), text];
+      card.detailEl.textContent = card.messages.join("\n");
+      card.textEl.textContent = plainError(card.messages, Boolean(id));
+    }
+    this.showRetry(card);
+  }
+
+  showRetry(card) {
+    if (!card.retry) return;
+    card.retry.hidden = card.superseded || !this.prompts.has(card.dataset.inferenceId);
+  }
+
   endRun(event, state) {
-    if (event.inference_id) this.active.delete(event.inference_id);
+    if (event.inference_id) {
+      this.active.delete(event.inference_id);
+      this.ended.set(event.inference_id, state);
+    }
     if (this.active.size === 0) this.serverRunning = false;
     this.hooks.runEnded?.(event);
     const turn = this.nodes.get(`turn:${event.inference_id ?? "-"}`);
@@ -251,9 +365,19 @@ const HANDLERS = {
     this.root.append(node);
     this.nodes.set(key, node);
     if (this.firstUserText === null) this.firstUserText = event.text ?? "";
+    if (event.inference_id) this.prompts.set(event.inference_id, event.text ?? "");
+    // The conversation moved on: an earlier failure is no longer the thing to retry.
+    for (const card of this.root.querySelectorAll(".run-error")) {
+      if (card.dataset.inferenceId !== (event.inference_id ?? "")) {
+        card.superseded = true;
+        this.showRetry(card);
+      }
+    }
   },
   "run.started"(event) {
-    if (event.inference_id) this.active.add(event.inference_id);
+    if (event.inference_id && !this.ended.has(event.inference_id)) {
+      this.active.add(event.inference_id);
+    }
     this.turn(event).dataset.state = "running";
     this.hooks.runStarted?.(event);
   },
@@ -272,11 +396,9 @@ const HANDLERS = {
     this.setText(block, event.text ?? block.source ?? "");
     block.classList.remove("streaming");
     block.dataset.final = "true";
-    if (event.interrupted && !block.querySelector(".badge")) {
-      block.append(el("span", "badge", "stopped"));
-      block.classList.remove("is-empty");
-    }
-    if (block.source === "" && !event.interrupted) block.remove();
+    // A cancel is said once, by the run.cancelled line; the text is only marked as cut short.
+    if (event.interrupted) block.classList.add("interrupted");
+    if (block.source === "") block.remove();
   },
   "llm.thinking.start"(event) {
     this.thinking(event);
@@ -319,7 +441,10 @@ const HANDLERS = {
     if (event.level !== "warning" && event.level !== "error") return;
     const key = `log:${event.seq}`;
     if (this.nodes.has(key)) return;
+    const cancelNote = /cancel/i.test(event.message ?? "");
+    if (cancelNote && this.ended.get(event.inference_id) === "cancelled") return;
     const node = el("div", `log-line ${event.level}`, event.message ?? "");
+    if (cancelNote) node.dataset.cancelNote = "true";
     if (event.inference_id) this.turn(event).body.append(node);
     else this.root.append(node);
     this.nodes.set(key, node);
@@ -333,16 +458,26 @@ const HANDLERS = {
     this.endRun(event, "finished");
   },
   "run.failed"(event) {
-    this.marker(event, "failed", `Run failed: ${event.error ?? "unknown error"}`);
+    this.addError(event, event.error);
     this.endRun(event, "failed");
   },
   "run.cancelled"(event) {
-    const reason = event.reason ? ` (${event.reason})` : "";
-    this.marker(event, "cancelled", `Run cancelled${reason}`);
+    // One line per cancel: whatever else reported it (an error frame, a log line) goes.
+    const id = event.inference_id;
+    const turn = this.nodes.get(`turn:${id ?? "-"}`);
+    if (id) {
+      this.nodes.get(`error:${id}`)?.remove();
+      this.nodes.delete(`error:${id}`);
+    }
+    for (const node of turn?.querySelectorAll('.log-line[data-cancel-note="true"]') ?? []) {
+      node.remove();
+    }
+    const reason = event.reason && !/^cancel/i.test(event.reason) ? `: ${event.reason}` : "";
+    this.marker(event, "cancelled", `Cancelled${reason}`);
     this.endRun(event, "cancelled");
   },
   error(event) {
-    this.marker(event, "error", `Error: ${event.error ?? "unknown error"}`);
+    this.addError(event, event.error);
   },
 };
 
@@ -353,6 +488,7 @@ class Connection {
     Object.assign(this, { convId, profile, since, onEvent, onHello, onState });
     this.ws = null;
     this.closed = false;
+    this.restarting = false; // closed with 1012: the server restarts, retry until it is back
     this.attempt = 0;
     this.retryTimer = null;
     this.pingTimer = null;
@@ -377,7 +513,8 @@ class Connection {
     if (this.closed) return;
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    this.onState(this.attempt === 0 ? "connecting" : "reconnecting");
+    if (this.restarting) this.onState("restarting");
+    else this.onState(this.attempt === 0 ? "connecting" : "reconnecting");
     let ws;
     try {
       ws = new WebSocket(this.url());
@@ -404,6 +541,7 @@ class Connection {
       if (!event || typeof event.type !== "string") return;
       if (event.type === "ws.hello") {
         this.attempt = 0;
+        this.restarting = false;
         this.onState("connected");
         this.onHello(event);
         this.resolveReady(true);
@@ -421,6 +559,7 @@ class Connection {
         this.resolveReady(false);
         return;
       }
+      if (close.code === SERVICE_RESTART) this.restarting = true;
       // A slow consumer resumes at once (with since); a second close in a row backs off.
       this.retry(close.code === SLOW_CONSUMER && this.attempt === 0 ? 0 : undefined);
     };
@@ -448,9 +587,11 @@ class Connection {
 
   retry(delay) {
     if (this.closed) return;
-    const wait = delay ?? Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    // Jitter spreads the reconnects of many clients when a restarted server comes back.
+    const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+    const wait = delay ?? backoff * (0.8 + 0.4 * Math.random());
     this.attempt += 1;
-    this.onState("reconnecting");
+    this.onState(this.restarting ? "restarting" : "reconnecting");
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.open(), wait);
   }
@@ -527,6 +668,10 @@ const transcript = new Transcript(ui.transcript, {
   runEnded() {
     scheduleConversations();
   },
+  retry(inferenceId) {
+    const text = transcript.prompts.get(inferenceId);
+    if (text) submit(text);
+  },
 });
 
 function profileBySlug(slug) {
@@ -555,6 +700,9 @@ function render() {
   ui.stop.disabled = state.stopping;
   const blocked = running && profile?.busy_policy === "reject";
   ui.send.disabled = state.sending || blocked || !profile;
+  for (const button of ui.transcript.querySelectorAll("button.retry")) {
+    button.disabled = ui.send.disabled;
+  }
   ui.prompt.placeholder = blocked ? "Wait for the answer, or press Stop…" : "Message webchat…";
   ui.empty.hidden = !transcript.empty;
   const engine = state.convId && state.engine ? state.engine : profile?.api_type;
@@ -583,6 +731,7 @@ function setStatus(connection, status, detail) {
     connecting: "Connecting…",
     connected: "Live",
     reconnecting: "Reconnecting…",
+    restarting: "Server restarting, reconnecting…",
     failed: "Disconnected",
   };
   ui.status.dataset.state = status;
@@ -591,17 +740,21 @@ function setStatus(connection, status, detail) {
 }
 
 let noticeTimer = null;
+/** kind: "error" and "restart" stay until replaced or dismissed, "info" fades after 4 s. */
 function showNotice(text, kind = "error") {
   clearTimeout(noticeTimer);
   ui.notice.textContent = text;
   ui.notice.dataset.kind = kind;
   ui.notice.hidden = false;
-  if (kind !== "error") noticeTimer = setTimeout(hideNotice, 4000);
+  if (kind === "info") noticeTimer = setTimeout(hideNotice, 4000);
 }
 
-function hideNotice() {
+function hideNotice(kind) {
+  if (kind && ui.notice.dataset.kind !== kind) return;
+  clearTimeout(noticeTimer);
   ui.notice.hidden = true;
   ui.notice.textContent = "";
+  delete ui.notice.dataset.kind;
 }
 
 // -- URL <-> conversation ----------------------------------------------------------------------
@@ -647,6 +800,7 @@ function openConversation(convId) {
     },
     onHello(event) {
       if (connection !== state.connection) return;
+      hideNotice("restart");
       transcript.hello(event);
       state.engine = event.engine ?? state.engine;
       state.helloSeq = typeof event.last_seq === "number" ? event.last_seq : 0;
@@ -658,7 +812,13 @@ function openConversation(convId) {
       render();
     },
     onState(status, detail) {
+      const was = ui.status.dataset.state;
       setStatus(connection, status, detail);
+      if (connection !== state.connection) return;
+      // Said once when the server goes away, not again at every retry (it can be dismissed).
+      if (status === "restarting" && was !== "restarting") {
+        showNotice("Server restarting, reconnecting…", "restart");
+      }
     },
   });
   state.connection = connection;
@@ -697,10 +857,15 @@ function describeError(status, body) {
   return `Could not send: ${message}`;
 }
 
-async function send() {
+function send() {
   const text = ui.prompt.value;
+  if (text.trim()) submit(text, { fromComposer: true });
+}
+
+/** POST `text` as a new message of the open conversation (from the composer, or Retry). */
+async function submit(text, { fromComposer = false } = {}) {
   const profile = currentProfile();
-  if (!text.trim() || state.sending || !profile) return;
+  if (state.sending || !profile) return;
   if (transcript.running && profile.busy_policy === "reject") return;
   state.sending = true;
   hideNotice();
@@ -732,11 +897,14 @@ async function send() {
       data = null;
     }
     if (response.ok && data) {
-      if (ui.prompt.value === text) {
+      if (fromComposer && ui.prompt.value === text) {
         ui.prompt.value = "";
         autosize();
       }
-      if (data.conv_id === state.convId) transcript.expect(data.inference_id);
+      if (data.conv_id === state.convId) {
+        transcript.rememberPrompt(data.inference_id, text);
+        transcript.expect(data.inference_id); // unless its terminal frame came first
+      }
       if (data.status === "queued") {
         showNotice(`Queued: your message will run next (position ${data.queue_position}).`, "info");
       }
@@ -746,7 +914,8 @@ async function send() {
       showNotice(describeError(response.status, data));
     }
   } catch (err) {
-    showNotice(`Could not reach the server: ${err?.message ?? err}. Press Enter to retry.`);
+    const again = fromComposer ? "Press Enter to retry." : "Press Retry to try again.";
+    showNotice(`Could not reach the server: ${err?.message ?? err}. ${again}`);
   } finally {
     state.sending = false;
     render();
@@ -912,7 +1081,7 @@ ui.newChat.addEventListener("click", newChat);
 ui.menu.addEventListener("click", openSidebar);
 ui.sidebarClose.addEventListener("click", closeSidebar);
 ui.scrim.addEventListener("click", closeSidebar);
-ui.notice.addEventListener("click", hideNotice);
+ui.notice.addEventListener("click", () => hideNotice());
 
 ui.profile.addEventListener("change", () => {
   saveOverride();

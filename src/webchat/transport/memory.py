@@ -24,8 +24,9 @@ class _Topic:
 
 
 class _MemorySubscription(QueuedSubscription):
-    def __init__(self, topic: _Topic, name: str) -> None:
+    def __init__(self, owner: InMemoryTransport, topic: _Topic, name: str) -> None:
         super().__init__(name)
+        self._owner = owner
         self._topic = topic
 
     def _deliver(self, message: TransportMessage) -> None:
@@ -33,6 +34,7 @@ class _MemorySubscription(QueuedSubscription):
 
     async def _stop(self) -> None:
         self._topic.subscribers.pop(self, None)
+        self._owner._forget_if_unused(self.topic, self._topic)
 
 
 class InMemoryTransport:
@@ -42,8 +44,9 @@ class InMemoryTransport:
     within a burst, and a restarted server continues above every seq it persisted before.
 
     The last ``retain`` messages of each topic are kept for ``after_seq`` replay; older ones are
-    gone, so a resume from before them starts at the oldest retained message. Topics are kept
-    for the transport's lifetime.
+    gone, so a resume from before them starts at the oldest retained message. A topic that
+    never carried a message is forgotten with its last subscriber (a join of an unknown
+    conversation costs nothing once it left); the others are kept for the transport's lifetime.
     """
 
     def __init__(self, retain: int = 10_000) -> None:
@@ -58,6 +61,11 @@ class InMemoryTransport:
         if topic is None:
             topic = self._topics[name] = _Topic(retained=deque(maxlen=self._retain))
         return topic
+
+    def _forget_if_unused(self, name: str, topic: _Topic) -> None:
+        # ``seq == 0``: nothing was ever published, so no seq floor is lost with it.
+        if not topic.subscribers and topic.seq == 0 and self._topics.get(name) is topic:
+            del self._topics[name]
 
     def _check_open(self) -> None:
         if self._closed:
@@ -76,7 +84,7 @@ class InMemoryTransport:
     async def subscribe(self, topic: str, *, after_seq: int | None = None) -> QueuedSubscription:
         self._check_open()
         state = self._topic(topic)
-        subscription = _MemorySubscription(state, topic)
+        subscription = _MemorySubscription(self, state, topic)
         # Replay and registration happen without an await in between, so no publish can
         # slip between them: that is the whole join-race guarantee for this backend.
         if after_seq is not None:
@@ -90,7 +98,7 @@ class InMemoryTransport:
         if self._closed:
             return
         self._closed = True
-        for state in self._topics.values():
+        for state in list(self._topics.values()):
             for subscription in list(state.subscribers):
                 await subscription.close()
         self._topics.clear()

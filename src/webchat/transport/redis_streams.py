@@ -28,6 +28,7 @@ from typing import Any
 import msgpack
 import redis.asyncio as aredis
 import redis.exceptions
+from redis.typing import EncodableT, FieldT
 
 from webchat.transport._subscription import QueuedSubscription
 from webchat.transport.base import (
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 PAYLOAD_FIELD = b"payload"
 UUID_FIELD = b"_watermill_message_uuid"
 METADATA_FIELD = b"metadata"
-EMPTY_METADATA = msgpack.packb({})
+EMPTY_METADATA: bytes = msgpack.packb({})
 
 # Transient failures worth waiting out; anything else (e.g. WRONGTYPE) ends the subscription.
 _RETRYABLE = (
@@ -244,7 +245,7 @@ class RedisStreamsTransport:
         delay = self.backoff_initial
         # One uuid for every attempt: an attempt whose reply was lost may have been written.
         message_uuid = str(uuid.uuid4())
-        fields = {
+        fields: dict[FieldT, EncodableT] = {
             UUID_FIELD: message_uuid.encode(),
             METADATA_FIELD: EMPTY_METADATA,
             PAYLOAD_FIELD: payload,
@@ -253,7 +254,7 @@ class RedisStreamsTransport:
             try:
                 async with asyncio.timeout(self.command_timeout):
                     raw_id = await self.client.xadd(
-                        topic, fields, maxlen=self.maxlen, approximate=True  # type: ignore[arg-type]
+                        topic, fields, maxlen=self.maxlen, approximate=True
                     )
                 break
             except _RETRYABLE as exc:

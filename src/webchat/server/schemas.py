@@ -1,0 +1,119 @@
+"""The JSON shapes of the HTTP API, as OpenAPI documents them.
+
+Routes return these (or dicts of the same shape from ``ChatService``); every error, whatever
+its status, is an ``ErrorBody``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from webchat.chat.service import RunAccepted
+from webchat.profiles import BusyPolicy
+
+__all__ = [
+    "BusyErrorBody",
+    "CancelResult",
+    "ConversationDescription",
+    "ConversationList",
+    "ConversationSummary",
+    "ErrorBody",
+    "Health",
+    "ProfileInfo",
+    "RunAccepted",
+    "Timeline",
+    "errors",
+]
+
+
+class ErrorBody(BaseModel):
+    """Every error: a human-readable ``error``, sometimes with details next to it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+
+
+class BusyErrorBody(ErrorBody):
+    """409: a run is already active in the conversation."""
+
+    conv_id: str
+    inference_id: str | None = None
+    last_seq: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class ProfileInfo(BaseModel):
+    slug: str
+    display_name: str
+    default_prompt: str
+    allow_overrides: bool
+    api_type: str
+    model: str
+    tools: list[str]
+    busy_policy: BusyPolicy
+    default: bool
+
+
+class CancelResult(BaseModel):
+    conv_id: str
+    cancelled: bool
+    inference_id: str | None = Field(description="the run that was cancelled, if any")
+
+
+class ConversationSummary(BaseModel):
+    conv_id: str
+    profile: str
+    title: str
+    updated_at: float
+    running: bool
+
+
+class ConversationList(BaseModel):
+    conversations: list[ConversationSummary]
+
+
+class ConversationDescription(BaseModel):
+    conv_id: str
+    session_id: str
+    profile: str
+    signature: dict[str, Any] = Field(description="the engine configuration, without secrets")
+    rebuilds: int
+    running: bool
+    queued: int
+    last_seq: int
+    clients: int
+    turns: list[dict[str, Any]]
+
+
+class Timeline(BaseModel):
+    conv_id: str
+    frames: list[dict[str, Any]]
+    last_seq: int
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request (invalid JSON, bad overrides, bad conv_id)",
+    403: "The profile does not allow overrides",
+    404: "Unknown profile or conversation",
+    409: "A run is already active in the conversation",
+    413: "Request body or prompt too large",
+    422: "Invalid request parameters or body, or a reused Idempotency-Key",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that may answer these error statuses."""
+    return {
+        status: {
+            "model": BusyErrorBody if status == 409 else ErrorBody,
+            "description": _DESCRIPTIONS[status],
+        }
+        for status in statuses
+    }
