@@ -407,6 +407,7 @@ async def test_joining_mid_run_with_since_zero_gets_the_whole_transcript_once(
         await watcher.read_deltas(10)
         async with viewer(server.ws_url, conv_id, since=0) as late:
             assert late.hello["running"] is True
+            assert late.hello["inference_id"] == run["inference_id"]
             assert late.hello["last_seq"] >= watcher.last_seq
             await late.read_run(run["inference_id"])
         await watcher.read_run(run["inference_id"])

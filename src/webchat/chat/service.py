@@ -84,7 +84,8 @@ class RunAccepted(BaseModel):
 
 
 def hello_text(conversation: Conversation) -> str:
-    """The ``ws.hello`` greeting: where the client joined, and what engine answers."""
+    """The ``ws.hello`` greeting: where the client joined, what runs, what engine answers."""
+    active = conversation.session.active
     return json.dumps(
         {
             "sem": True,
@@ -95,6 +96,7 @@ def hello_text(conversation: Conversation) -> str:
                 "profile": conversation.profile_slug,
                 "last_seq": conversation.last_seq,
                 "running": conversation.is_running,
+                "inference_id": active.inference_id if active is not None else None,
                 "engine": conversation.config.step_settings.api_type,
                 "model": conversation.config.step_settings.resolved_model(),
             },
