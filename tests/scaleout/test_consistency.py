@@ -49,13 +49,13 @@ async def test_a_process_meeting_a_conversation_mid_run_reads_it_from_its_first_
         async with viewer(cluster.b.ws_url, conv_id, since=0) as on_b:
             await producer.publish(topic, RunFinishedEvent(meta=meta).to_json().encode())
             await on_b.read_run("i-1")
+            async with httpx.AsyncClient(base_url=cluster.b.url) as http:
+                response = await http.get(f"/api/conversations/{conv_id}/timeline")
         assert [f["type"] for f in on_b.frames] == [
             "chat.user_message",
             "run.started",
             "run.finished",
         ]
-        async with httpx.AsyncClient(base_url=cluster.b.url) as http:
-            response = await http.get(f"/api/conversations/{conv_id}/timeline")
         assert response.json()["frames"] == on_b.frames
     finally:
         await producer.close()
@@ -85,10 +85,10 @@ async def _run_through_a_redis_restart(cluster: Cluster) -> tuple[list[Viewer], 
             await asyncio.to_thread(cluster.redis.restart)
             for client in (on_a, on_b):
                 await client.read_run(inference_id, timeout=60)
-        timelines = []
-        for http in (a, b):
-            response = await http.get(f"/api/conversations/{conv_id}/timeline")
-            timelines.append(response.json()["frames"])
+            timelines = []  # while B's client is connected, B holds the conversation
+            for http in (a, b):
+                response = await http.get(f"/api/conversations/{conv_id}/timeline")
+                timelines.append(response.json()["frames"])
     return [on_a, on_b], timelines
 
 

@@ -304,7 +304,12 @@ class ChatService:
         return False
 
     async def _catch_up(self, conversation: Conversation) -> None:
-        """Another process may have run the last turns: take the history from the store."""
+        """Another process may have started this conversation, or run its last turns: take
+        its identity (session id) and history from the store."""
+        if not self.manager.is_durable(conversation):
+            record = await self.store.get_conversation(conversation.conv_id)
+            if record is not None:
+                self.manager.adopt(conversation, record)
         stored = await self.store.load_turns(conversation.conv_id)
         if len(stored) > len(conversation.session.turns):
             conversation.session.turns = stored
@@ -381,11 +386,13 @@ class ChatService:
     async def _publish_failure(self, conv_id: str, inference_id: str, error: str) -> None:
         record = await self.store.get_conversation(conv_id)
         conversation = self.manager.find(conv_id)
+        # The stored record names the session: a process that only had clients join may
+        # hold the conversation under a provisional session id of its own.
         session_id = (
-            conversation.session.session_id
-            if conversation
-            else record.session_id
+            record.session_id
             if record
+            else conversation.session.session_id
+            if conversation
             else None
         )
         meta = EventMeta(session_id=session_id, inference_id=inference_id)

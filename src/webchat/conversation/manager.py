@@ -298,6 +298,12 @@ class ConversationManager:
             or conversation.queued > 0
         )
 
+    def adopt(self, conversation: Conversation, record: ConversationRecord) -> None:
+        """Make a conversation that was only joined here the stored one (another process
+        started it): same session id, and it is durable from now on."""
+        conversation.session.session_id = record.session_id
+        self._records[conversation.conv_id] = record
+
     async def release_if_unused(self, conversation: Conversation) -> bool:
         """Drop a conversation that has no client left and is not durable; True if dropped."""
         conv_id = conversation.conv_id
