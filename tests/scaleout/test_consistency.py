@@ -71,24 +71,20 @@ async def _run_through_a_redis_restart(cluster: Cluster) -> tuple[list[Viewer], 
     async with (
         httpx.AsyncClient(base_url=cluster.a.url, timeout=15) as a,
         httpx.AsyncClient(base_url=cluster.b.url, timeout=15) as b,
+        viewer(cluster.a.ws_url, conv_id) as on_a,
+        viewer(cluster.b.ws_url, conv_id) as on_b,
     ):
-        async with (
-            viewer(cluster.a.ws_url, conv_id) as on_a,
-            viewer(cluster.b.ws_url, conv_id) as on_b,
-        ):
-            response = await a.post(
-                "/chat/slow", json={"prompt": "a long answer", "conv_id": conv_id}
-            )
-            inference_id = response.json()["inference_id"]
-            for client in (on_a, on_b):
-                await client.read_deltas(5, inference_id)
-            await asyncio.to_thread(cluster.redis.restart)
-            for client in (on_a, on_b):
-                await client.read_run(inference_id, timeout=60)
-            timelines = []  # while B's client is connected, B holds the conversation
-            for http in (a, b):
-                response = await http.get(f"/api/conversations/{conv_id}/timeline")
-                timelines.append(response.json()["frames"])
+        response = await a.post("/chat/slow", json={"prompt": "a long answer", "conv_id": conv_id})
+        inference_id = response.json()["inference_id"]
+        for client in (on_a, on_b):
+            await client.read_deltas(5, inference_id)
+        await asyncio.to_thread(cluster.redis.restart)
+        for client in (on_a, on_b):
+            await client.read_run(inference_id, timeout=60)
+        timelines = []  # while B's client is connected, B holds the conversation
+        for http in (a, b):
+            response = await http.get(f"/api/conversations/{conv_id}/timeline")
+            timelines.append(response.json()["frames"])
     return [on_a, on_b], timelines
 
 
