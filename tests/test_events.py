@@ -153,3 +153,28 @@ def test_lifecycle_events_round_trip():
     ):
         parsed = parse_event(event.to_json())
         assert type(parsed) is type(event) and parsed == event
+
+
+def test_tool_result_name_round_trips():
+    # geppetto's ToolResult has `name` (omitempty) beside id and result.
+    go = '{"type":"tool-result","meta":{"message_id":"m"},"tool_result":{"id":"c","name":"calc","result":"4"}}'  # noqa: E501
+    event = parse_event(go)
+    assert isinstance(event, ToolResultEvent)
+    assert event.tool_result.name == "calc"
+    assert json.loads(event.to_json()) == json.loads(go)
+    made = ToolResultEvent(tool_result=ToolResult(id="c", result="4", name="calc"))
+    assert json.loads(made.to_json())["tool_result"]["name"] == "calc"
+
+
+def test_run_failed_travels_as_error_string():
+    from webchat.events import RunFailedEvent
+
+    # Go's common event part types `error` as a Go error: a string there fails its decoder.
+    wire = json.loads(RunFailedEvent(meta=META, error="bad").to_json())
+    assert "error" not in wire
+    assert wire["error_string"] == "bad"
+    # Entries written before the change still read.
+    old = parse_event({"type": "run.failed", "meta": {"message_id": "m"}, "error": "old"})
+    assert isinstance(old, RunFailedEvent)
+    assert old.error == "old"
+    assert "error" not in json.loads(old.to_json())

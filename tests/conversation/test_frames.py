@@ -2,6 +2,15 @@ import json
 
 import pytest
 
+import webchat.conversation.frames as frames_module
+from tests.test_go_interop import (
+    GO_LEGACY_TOOL_RESULTS,
+    GO_RUN,
+    GO_RUN_FAILED,
+    GO_RUN_STOPPED,
+    MSG,
+    TOOL,
+)
 from webchat.conversation.frames import (
     FRAMES_PER_EVENT,
     Frame,
@@ -292,3 +301,265 @@ def test_transport_after_seq_replays_the_message_of_since():
     # since = first frame of message 5: message 5 may have more frames, so replay it.
     assert transport_after_seq(frame_seq(5, 0)) == 4
     assert transport_after_seq(frame_seq(5, 3)) == 4
+
+
+# --- geppetto interop: named tool results, and the canonical vocabulary ---------------------
+
+
+def test_tool_result_carries_the_tool_name_when_known(tr):
+    named = ToolResultEvent(meta=meta(), tool_result=ToolResult(id="c1", name="calc", result="4"))
+    result, done = tr.to_frames(named, 1)
+    assert result.data == {"result": "4", "error": None, "name": "calc"}
+    assert wire(result)["name"] == "calc"
+    assert done.type == "tool.done"
+    legacy_go = parse_event(GO_LEGACY_TOOL_RESULTS[1])
+    assert tr.to_frames(legacy_go, 2)[0].data["name"] == "calculator"
+
+
+def go_frames(translator: FrameTranslator, literals: list[str], first_seq: int = 1) -> list[Frame]:
+    frames: list[Frame] = []
+    for offset, literal in enumerate(literals):
+        frames += translator.to_frames(parse_event(literal), first_seq + offset)
+    return frames
+
+
+def test_a_go_agent_run_shows_as_text_thinking_and_a_tool_card(tr):
+    frames = go_frames(tr, GO_RUN)
+    assert [f.type for f in frames] == [
+        "run.started",
+        "log",  # provider-call-started: no UI meaning, kept as a debug line
+        "llm.thinking.start",
+        "llm.thinking.delta",
+        "llm.thinking.delta",
+        "llm.thinking.final",
+        "llm.start",
+        "llm.delta",
+        "llm.delta",
+        "llm.final",
+        "tool.start",
+        "tool.delta",
+        "tool.delta",
+        "tool.start",
+        "log",
+        "log",
+        "tool.delta",
+        "tool.result",
+        "tool.done",
+        "run.finished",
+    ]
+    assert [f.seq for f in frames] == sorted({f.seq for f in frames})
+    by_type: dict[str, list[Frame]] = {}
+    for frame in frames:
+        by_type.setdefault(frame.type, []).append(frame)
+    # Every frame is in the run's turn, the tool executor's too (its ids are in correlation).
+    assert {(f.session_id, f.inference_id, f.turn_id) for f in frames} == {
+        ("sess-1", "inf-7", "turn-3")
+    }
+    assert by_type["run.started"][0].data == {"profile": None, "prompt": "What is 6*7?"}
+    assert by_type["run.finished"][0].data == {"status": "completed"}
+    text_ids = {f.id for f in frames if f.type.startswith("llm.")}
+    assert text_ids == {MSG}
+    assert [f.data for f in by_type["llm.thinking.delta"]] == [
+        {"delta": "The user", "cumulative": "The user"},
+        {"delta": " wants math.", "cumulative": "The user wants math."},
+    ]
+    assert by_type["llm.thinking.final"][0].data == {"text": "The user wants math."}
+    assert by_type["llm.start"][0].data == {"model": "claude-sonnet-4-5"}
+    assert [f.data for f in by_type["llm.delta"]] == [
+        {"delta": "Let me", "cumulative": "Let me"},
+        {"delta": " compute.", "cumulative": "Let me compute."},
+    ]
+    assert by_type["llm.final"][0].data == {
+        "text": "Let me compute.",
+        "usage": None,
+        "stop_reason": "content_block_stop",
+    }
+    tool_frames = [f for f in frames if f.type.startswith("tool.")]
+    assert {f.id for f in tool_frames} == {TOOL}
+    started, requested = by_type["tool.start"]
+    assert started.data == {"name": "calculator", "input": None}
+    assert requested.data == {"name": "calculator", "input": {"expression": "6*7"}}
+    args_1, args_2, running = by_type["tool.delta"]
+    assert args_1.data == {
+        "status": "pending",
+        "delta": '{"expression":',
+        "arguments": '{"expression":',
+    }
+    assert args_2.data["arguments"] == '{"expression": "6*7"}'
+    assert running.data == {"status": "running"}
+    assert by_type["tool.result"][0].data == {"result": "42", "error": None, "name": "calculator"}
+    assert by_type["tool.done"][0].data == {"status": "success"}
+
+
+@pytest.mark.parametrize(
+    ("literal", "frame_type", "data"),
+    [
+        (GO_RUN_FAILED, "run.failed", {"error": "claude: 529 overloaded_error"}),
+        (GO_RUN_STOPPED, "run.cancelled", {"reason": "context canceled"}),
+    ],
+    ids=["run-failed", "run-stopped"],
+)
+def test_go_run_ends_map_to_our_run_frames(tr, literal, frame_type, data):
+    frame = one(tr, parse_event(literal))
+    assert (frame.type, frame.data) == (frame_type, data)
+    assert (frame.session_id, frame.inference_id, frame.turn_id) == ("sess-1", "inf-7", "turn-3")
+
+
+def test_legacy_and_canonical_streams_give_the_same_frames():
+    legacy = [
+        StartEvent(meta=meta(model="m")),
+        PartialThinkingEvent(meta=meta(model="m"), delta="Hm", completion="Hm"),
+        PartialEvent(meta=meta(model="m"), delta="He", completion="He"),
+        PartialEvent(meta=meta(model="m"), delta="y", completion="Hey"),
+        FinalEvent(meta=meta(model="m", stop_reason="stop"), text="Hey"),
+    ]
+    go_meta = {
+        "model": "m",
+        "message_id": "m1",
+        "session_id": "s1",
+        "inference_id": "i1",
+        "turn_id": "t1",
+    }
+    canonical = [
+        {"type": "text-segment-started", "role": "assistant"},
+        {"type": "reasoning-delta", "delta": "Hm", "text": "Hm"},
+        {"type": "text-delta", "delta": "He", "text": "He"},
+        {"type": "text-delta", "delta": "y", "text": "Hey"},
+        {"type": "text-segment-finished", "text": "Hey", "finish_reason": "stop"},
+    ]
+    old, new = FrameTranslator("conv-1"), FrameTranslator("conv-1")
+    legacy_frames = [f for i, e in enumerate(legacy) for f in old.to_frames(e, i + 1)]
+    canonical_frames = [
+        f
+        for i, e in enumerate(canonical)
+        for f in new.to_frames(parse_event({**e, "meta": go_meta, "correlation": {}}), i + 1)
+    ]
+    assert canonical_frames == legacy_frames
+
+
+def text_event(kind: str, message_id: str = "m1", **fields) -> Event:
+    return parse_event({"type": kind, "meta": {"message_id": message_id}, **fields})
+
+
+def test_text_deltas_without_accumulated_text_are_accumulated(tr):
+    tr.to_frames(text_event("text-segment-started"), 1)
+    first = one(tr, text_event("text-delta", delta="Hel"), 2)
+    second = one(tr, text_event("text-delta", delta="lo"), 3)
+    assert first.data == {"delta": "Hel", "cumulative": "Hel"}
+    assert second.data == {"delta": "lo", "cumulative": "Hello"}
+    # An empty `text` beside a delta is a producer that does not fill it, not a reset.
+    third = one(tr, text_event("text-delta", delta="!", text=""), 4)
+    assert third.data["cumulative"] == "Hello!"
+    final = one(tr, text_event("text-segment-finished", text=""), 5)
+    assert final.type == "llm.final" and final.data["text"] == "Hello!"
+
+
+def test_a_translator_that_joined_mid_message_degrades_gracefully(tr):
+    # It never saw the segment start: a producer's `text` still tells the whole text ...
+    carried = one(tr, text_event("text-delta", "a", delta="lo", text="Hello"), 1)
+    assert carried.data == {"delta": "lo", "cumulative": "Hello"}
+    # ... without it, the cumulative text is unknown (the UI appends the delta to its own).
+    blind = one(tr, text_event("text-delta", "b", delta="lo"), 2)
+    assert blind.data == {"delta": "lo", "cumulative": None}
+    assert one(tr, text_event("text-delta", "b", delta="!"), 3).data["cumulative"] is None
+    # A final without text says nothing rather than blanking what the UI has.
+    assert one(tr, text_event("text-segment-finished", "b", text=""), 4).data["text"] is None
+    # Mid-thinking: the missing start comes with the delta, in its own fixed slot.
+    joined = tr.to_frames(text_event("reasoning-delta", "c", delta="m", text="hm"), 5)
+    assert [(f.type, f.seq) for f in joined] == [
+        ("llm.thinking.start", frame_seq(5, 0)),
+        ("llm.thinking.delta", frame_seq(5, 1)),
+    ]
+    seen = FrameTranslator("conv-1")
+    seen.to_frames(text_event("reasoning-segment-started", "c"), 4)
+    delta_only = seen.to_frames(text_event("reasoning-delta", "c", delta="m", text="hm"), 5)
+    assert [(f.type, f.seq) for f in delta_only] == [("llm.thinking.delta", frame_seq(5, 1))]
+    assert delta_only[0].data == joined[1].data
+
+
+def test_a_message_of_several_text_segments_accumulates_across_them(tr):
+    # Claude: the text of each content block; e.g. text, a web search, more text.
+    tr.to_frames(text_event("text-segment-started"), 1)
+    tr.to_frames(text_event("text-delta", delta="Searching.", text="Searching."), 2)
+    assert one(tr, text_event("text-segment-finished", text="Searching."), 3).data["text"] == (
+        "Searching."
+    )
+    tr.to_frames(text_event("text-segment-started"), 4)
+    second = one(tr, text_event("text-delta", delta=" Found", text=" Found"), 5)
+    assert second.data["cumulative"] == "Searching. Found"
+    end = one(tr, text_event("text-segment-finished", text=" Found it."), 6)
+    assert end.data["text"] == "Searching. Found it."
+    # A producer whose `text` is already the message's is not doubled.
+    other = FrameTranslator("conv-1")
+    other.to_frames(text_event("text-segment-finished", text="A."), 1)
+    whole = one(other, text_event("text-delta", delta=" B", text="A. B"), 2)
+    assert whole.data["cumulative"] == "A. B"
+    # The provider call's end forgets the message.
+    tr.to_frames(text_event("provider-call-finished"), 7)
+    assert one(tr, text_event("text-delta", delta="x"), 8).data["cumulative"] is None
+
+
+def test_reasoning_without_its_own_end_is_closed_by_the_text_end(tr):
+    tr.to_frames(text_event("reasoning-segment-started"), 1)
+    tr.to_frames(text_event("reasoning-delta", delta="hm"), 2)
+    frames = tr.to_frames(text_event("text-segment-finished", text="ok"), 3)
+    assert [(f.type, f.data) for f in frames] == [
+        ("llm.thinking.final", {"text": "hm"}),
+        ("llm.final", {"text": "ok", "usage": None, "stop_reason": None}),
+    ]
+    assert [f.seq for f in frames] == [frame_seq(3, 0), frame_seq(3, 1)]
+
+
+def test_open_streams_are_bounded(tr, monkeypatch, caplog):
+    monkeypatch.setattr(frames_module, "_MAX_OPEN_STREAMS", 3)
+    for i in range(4):
+        tr.to_frames(text_event("text-segment-started", f"m{i}"), i + 1)
+    assert "forgetting text of m0" in caplog.text
+    assert one(tr, text_event("text-delta", "m0", delta="x"), 9).data["cumulative"] is None
+    assert one(tr, text_event("text-delta", "m3", delta="x"), 10).data["cumulative"] == "x"
+
+
+def tool_event(kind: str, **fields) -> Event:
+    meta = {"message_id": "00000000-0000-0000-0000-000000000000"}
+    return parse_event({"type": kind, "meta": meta, "tool_call_id": "t1", **fields})
+
+
+def test_canonical_tool_arguments_and_failures(tr):
+    tr.to_frames(tool_event("tool-call-started", tool_name="calc"), 1)
+    first = one(tr, tool_event("tool-call-arguments-delta", delta='{"a"'), 2)
+    second = one(tr, tool_event("tool-call-arguments-delta", delta=": 1}"), 3)
+    assert first.data == {"status": "pending", "delta": '{"a"', "arguments": '{"a"'}
+    assert second.data["arguments"] == '{"a": 1}'
+    failed = one(
+        tr,
+        tool_event(
+            "tool-result-ready", tool_name="calc", result="Error: division by zero", status="error"
+        ),
+        4,
+    )
+    assert failed.data == {
+        "result": "Error: division by zero",
+        "error": "Error: division by zero",
+        "name": "calc",
+    }
+    done = one(tr, tool_event("tool-call-finished", status="error"), 5)
+    assert (done.type, done.id, done.data) == ("tool.done", "t1", {"status": "error"})
+    # The id may be only in the correlation; input that is not JSON stays raw.
+    requested = parse_event(
+        {
+            "type": "tool-call-requested",
+            "correlation": {"tool_call_id": "t2"},
+            "tool_call_id": "",
+            "tool_name": "shell",
+            "input": "ls -l",
+        }
+    )
+    frame = one(tr, requested, 6)
+    assert (frame.id, frame.data) == ("t2", {"name": "shell", "input": "ls -l"})
+
+
+def test_provider_call_events_stay_debug_logs(tr):
+    for i, literal in enumerate(e for e in GO_RUN if json.loads(e)["type"].startswith("provider")):
+        frame = one(tr, parse_event(literal), i + 1)
+        assert frame.type == "log" and frame.data["level"] == "debug"
+        assert frame.data["event"]["correlation"]["provider_call_id"]

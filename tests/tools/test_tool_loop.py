@@ -38,6 +38,7 @@ async def test_offline_calculator_round_trip():
     assert len(execute) == len(result) == 1
     assert execute[0].tool_call.name == "calculator"
     assert result[0].tool_result.result == "42"
+    assert result[0].tool_result.name == "calculator"  # Go consumers read it (omitempty)
     for event in (*execute, *result):
         assert (event.meta.session_id, event.meta.inference_id, event.meta.turn_id) == (
             "s1", "i1", "t1",

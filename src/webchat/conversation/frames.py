@@ -35,6 +35,10 @@ from typing import Any
 
 from webchat.events import (
     AgentModeSwitchEvent,
+    CanonicalRunFailedEvent,
+    CanonicalRunFinishedEvent,
+    CanonicalRunStartedEvent,
+    CanonicalRunStoppedEvent,
     ErrorEvent,
     Event,
     FinalEvent,
@@ -43,16 +47,30 @@ from webchat.events import (
     LogEvent,
     PartialEvent,
     PartialThinkingEvent,
+    ProviderCallFinishedEvent,
+    ReasoningDeltaEvent,
+    ReasoningSegmentFinishedEvent,
+    ReasoningSegmentStartedEvent,
     RunCancelledEvent,
     RunFailedEvent,
     RunFinishedEvent,
     RunStartedEvent,
     StartEvent,
+    TextDeltaEvent,
+    TextSegmentFinishedEvent,
+    TextSegmentStartedEvent,
     ToolCall,
+    ToolCallArgumentsDeltaEvent,
     ToolCallEvent,
     ToolCallExecuteEvent,
     ToolCallExecutionResultEvent,
+    ToolCallFinishedEvent,
+    ToolCallRequestedEvent,
+    ToolCallStartedEvent,
+    ToolExecutionStartedEvent,
     ToolResultEvent,
+    ToolResultReadyEvent,
+    Usage,
     UserMessageEvent,
 )
 
@@ -63,9 +81,10 @@ FRAMES_PER_EVENT = 4
 # One encoder for every frame: ``json.dumps`` with options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
-# Message ids whose thinking is remembered at once; a producer that dies mid-message never
-# sends the final that would release its entry, so the map must not grow without bound.
-_MAX_OPEN_THINKING = 1024
+# Streams (a message's text or thinking, a tool call's arguments) remembered at once; a
+# producer that dies mid-message never sends the end that would release its entry, so each
+# map must not grow without bound.
+_MAX_OPEN_STREAMS = 1024
 
 
 def frame_seq(message_seq: int, slot: int) -> int:
@@ -168,16 +187,114 @@ class FrameSpec:
     id: str | None = None
 
 
+@dataclass(slots=True)
+class _Stream:
+    """What the translator knows of one streamed text (a message's text or thinking, ...).
+
+    A message may stream several segments (e.g. text, a server tool's output, more text): the
+    finished ones are kept in ``prefix`` so that ``cumulative`` covers the whole message.
+    """
+
+    prefix: str = ""
+    text: str | None = ""  # the open segment's text so far; None: unknown (start not seen)
+    open: bool = True
+
+    def whole(self) -> str | None:
+        return None if self.text is None else self.prefix + self.text
+
+    def take(self, carried: str) -> None:
+        """Adopt a producer's accumulated text: the segment's own, or already the message's."""
+        if self.prefix and carried.startswith(self.prefix):
+            carried = carried[len(self.prefix) :]
+        self.text = carried
+
+
+class _Streams:
+    """The open streams of one kind, by key, forgetting the oldest beyond a bound."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+
+    def pop(self, key: str) -> _Stream | None:
+        return self._streams.pop(key, None)
+
+    def is_open(self, key: str) -> bool:
+        stream = self._streams.get(key)
+        return stream is not None and stream.open
+
+    def start(self, key: str) -> _Stream:
+        """Open a new segment; a segment left open before it counts as finished."""
+        stream = self._streams.get(key)
+        if stream is None:
+            return self._add(key, _Stream())
+        if stream.open and stream.text is not None:
+            stream.prefix += stream.text
+        stream.text, stream.open = "", True
+        self._streams.move_to_end(key)
+        return stream
+
+    def delta(self, key: str, delta: str, carried: str | None) -> str | None:
+        """Add a delta; return the whole text so far, or None when it is not known.
+
+        ``carried`` is the producer's accumulated text, if it sends one: an empty one next to a
+        non-empty delta is not an accumulation, so it is ignored.
+        """
+        stream = self._streams.get(key)
+        if stream is None:
+            # Joined mid-stream: only a producer's accumulation can tell the text.
+            stream = self._add(key, _Stream(text=None))
+        else:
+            self._streams.move_to_end(key)
+            if not stream.open:
+                stream.text, stream.open = "", True
+        if carried is not None and (carried or not delta):
+            stream.take(carried)
+        elif stream.text is not None:
+            stream.text += delta
+        return stream.whole()
+
+    def finish(self, key: str, carried: str | None) -> str | None:
+        """Close the open segment; return the whole text, or None when it is not known.
+
+        The stream is kept (closed) so that a later segment of the same key continues it.
+        """
+        stream = self._streams.get(key)
+        if stream is None:
+            # Nothing seen: an empty text could as well be a producer that does not send one.
+            self._add(key, _Stream(prefix=carried or "", open=False))
+            return carried or None
+        if carried:
+            stream.take(carried)
+        whole = stream.whole()
+        stream.prefix = whole if whole is not None else stream.prefix
+        stream.text, stream.open = "", False
+        return whole
+
+    def _add(self, key: str, stream: _Stream) -> _Stream:
+        if len(self._streams) >= _MAX_OPEN_STREAMS:
+            forgotten, _ = self._streams.popitem(last=False)
+            logger.warning("forgetting %s of %s: no end arrived", self.what, forgotten)
+        self._streams[key] = stream
+        return stream
+
+
 class FrameTranslator:
     """Turns one conversation's events into frame specs, in event order.
 
-    It is stateful (it remembers which messages are streaming thinking), so one conversation
-    keeps one translator across stream coordinators, and events must be fed in order.
+    It is stateful (it remembers which messages are streaming text and thinking), so one
+    conversation keeps one translator across stream coordinators, and events must be fed in
+    order. Both of geppetto's vocabularies map onto the same frames: the legacy one (``start``,
+    ``partial``, ``final``, ``tool-call`` ...) and the canonical one (``text-delta``,
+    ``reasoning-delta``, ``tool-call-requested``, ``run-started`` ...). Text and thinking
+    frames carry the message id, tool frames the tool call id.
     """
 
     def __init__(self, conv_id: str) -> None:
         self.conv_id = conv_id
-        self._thinking: OrderedDict[str, str] = OrderedDict()
+        self._thinking = _Streams("thinking")
+        self._text = _Streams("text")
+        self._tool_args = _Streams("tool arguments")
 
     def to_frames(self, event: Event, message_seq: int) -> list[Frame]:
         """The frames of ``event``, stamped with seqs derived from its transport message."""
@@ -211,7 +328,7 @@ class FrameTranslator:
         if isinstance(event, RunFinishedEvent):
             return [FrameSpec(0, "run.finished", {}, message_id)]
         if isinstance(event, RunFailedEvent):
-            return [FrameSpec(0, "run.failed", {"error": event.error}, message_id)]
+            return [FrameSpec(0, "run.failed", {"error": event.error_string}, message_id)]
         if isinstance(event, RunCancelledEvent):
             return [FrameSpec(0, "run.cancelled", {"reason": event.reason}, message_id)]
         if isinstance(event, StartEvent):
@@ -220,20 +337,18 @@ class FrameTranslator:
             data = {"delta": event.delta, "cumulative": event.completion}
             return [FrameSpec(0, "llm.delta", data, message_id)]
         if isinstance(event, PartialThinkingEvent):
-            return self._thinking_delta(event)
+            return self._thinking_delta(message_id, event.delta, event.completion)
         if isinstance(event, FinalEvent):
-            usage = event.meta.usage
-            data = {
-                "text": event.text,
-                "usage": usage.model_dump(mode="json", exclude_none=True) if usage else None,
-                "stop_reason": event.meta.stop_reason,
-            }
+            self._text.pop(message_id)
+            data = _final_data(event.text, event.meta.usage, event.meta.stop_reason)
             return [*self._thinking_final(message_id), FrameSpec(1, "llm.final", data, message_id)]
         if isinstance(event, InterruptEvent):
+            self._text.pop(message_id)
             data = {"text": event.text, "interrupted": True}
             return [*self._thinking_final(message_id), FrameSpec(1, "llm.final", data, message_id)]
         if isinstance(event, ErrorEvent):
-            self._thinking.pop(message_id, None)
+            self._thinking.pop(message_id)
+            self._text.pop(message_id)
             return [FrameSpec(0, "error", {"error": event.error_string}, message_id)]
         if isinstance(event, ToolCallEvent):
             data = {"name": event.tool_call.name, "input": _tool_input(event.tool_call)}
@@ -241,12 +356,13 @@ class FrameTranslator:
         if isinstance(event, ToolCallExecuteEvent):
             return [FrameSpec(0, "tool.delta", {"status": "running"}, event.tool_call.id)]
         if isinstance(event, (ToolCallExecutionResultEvent, ToolResultEvent)):
-            extra = event.meta.extra or {}
-            call_id = event.tool_result.id
-            data = {"result": event.tool_result.result, "error": extra.get("error")}
+            tool_result = event.tool_result
+            data = {"result": tool_result.result, "error": (event.meta.extra or {}).get("error")}
+            if tool_result.name:
+                data["name"] = tool_result.name
             return [
-                FrameSpec(0, "tool.result", data, call_id),
-                FrameSpec(1, "tool.done", {}, call_id),
+                FrameSpec(0, "tool.result", data, tool_result.id),
+                FrameSpec(1, "tool.done", {}, tool_result.id),
             ]
         if isinstance(event, LogEvent):
             data = {"level": event.level, "message": event.message, "fields": event.fields}
@@ -257,28 +373,119 @@ class FrameTranslator:
         if isinstance(event, AgentModeSwitchEvent):
             data = {"message": event.message, "data": event.data}
             return [FrameSpec(0, "agent.mode", data, message_id)]
+        canonical = self._translate_canonical(event)
+        if canonical is not None:
+            return canonical
+        if isinstance(event, ProviderCallFinishedEvent):
+            # The provider call is over: no segment of its message follows.
+            self._text.pop(message_id)
+            self._thinking.pop(message_id)
         # Unknown (or newly registered) types still reach the client, so nothing is lost.
         data = {"level": "debug", "message": f"event {event.type}", "event": event.to_dict()}
         return [FrameSpec(0, "log", data, message_id)]
 
-    def _thinking_delta(self, event: PartialThinkingEvent) -> list[FrameSpec]:
+    def _translate_canonical(self, event: Event) -> list[FrameSpec] | None:
+        """The frame specs of a canonical geppetto event with a UI meaning, else None."""
         message_id = event.meta.message_id
+        data: dict[str, Any]
+        if isinstance(event, CanonicalRunStartedEvent):
+            data = {"profile": None}
+            if event.prompt:
+                data["prompt"] = event.prompt
+            return [FrameSpec(0, "run.started", data, message_id)]
+        if isinstance(event, CanonicalRunFinishedEvent):
+            data = {"status": event.status} if event.status else {}
+            return [FrameSpec(0, "run.finished", data, message_id)]
+        if isinstance(event, CanonicalRunStoppedEvent):
+            return [FrameSpec(0, "run.cancelled", {"reason": event.reason or ""}, message_id)]
+        if isinstance(event, CanonicalRunFailedEvent):
+            return [FrameSpec(0, "run.failed", {"error": event.error_string or ""}, message_id)]
+        if isinstance(event, TextSegmentStartedEvent):
+            self._text.start(message_id)
+            return [FrameSpec(0, "llm.start", {"model": event.meta.model}, message_id)]
+        if isinstance(event, TextDeltaEvent):
+            cumulative = self._text.delta(message_id, event.delta, event.text)
+            data = {"delta": event.delta, "cumulative": cumulative}
+            return [FrameSpec(0, "llm.delta", data, message_id)]
+        if isinstance(event, TextSegmentFinishedEvent):
+            text = self._text.finish(message_id, event.text)
+            stop_reason = event.meta.stop_reason or event.finish_reason
+            data = _final_data(text, event.meta.usage, stop_reason)
+            return [*self._thinking_final(message_id), FrameSpec(1, "llm.final", data, message_id)]
+        if isinstance(event, ReasoningSegmentStartedEvent):
+            self._thinking.start(message_id)
+            return [FrameSpec(0, "llm.thinking.start", {}, message_id)]
+        if isinstance(event, ReasoningDeltaEvent):
+            return self._thinking_delta(message_id, event.delta, event.text)
+        if isinstance(event, ReasoningSegmentFinishedEvent):
+            text = self._thinking.finish(message_id, event.text)
+            return [FrameSpec(0, "llm.thinking.final", {"text": text}, message_id)]
+        return self._translate_canonical_tool(event)
+
+    def _translate_canonical_tool(self, event: Event) -> list[FrameSpec] | None:
+        if not isinstance(
+            event,
+            (
+                ToolCallStartedEvent,
+                ToolCallArgumentsDeltaEvent,
+                ToolCallRequestedEvent,
+                ToolExecutionStartedEvent,
+                ToolResultReadyEvent,
+                ToolCallFinishedEvent,
+            ),
+        ):
+            return None
+        call_id = event.tool_call_id or event.correlation.tool_call_id or event.meta.message_id
+        data: dict[str, Any]
+        if isinstance(event, ToolCallStartedEvent):
+            self._tool_args.start(call_id)
+            data = {"name": event.tool_name, "input": None}
+            return [FrameSpec(0, "tool.start", data, call_id)]
+        if isinstance(event, ToolCallArgumentsDeltaEvent):
+            arguments = self._tool_args.delta(call_id, event.delta, event.arguments)
+            data = {"status": "pending", "delta": event.delta, "arguments": arguments}
+            return [FrameSpec(0, "tool.delta", data, call_id)]
+        self._tool_args.pop(call_id)
+        if isinstance(event, ToolCallRequestedEvent):
+            call = ToolCall(id=call_id, name=event.tool_name, input=event.input)
+            data = {"name": call.name, "input": _tool_input(call)}
+            return [FrameSpec(0, "tool.start", data, call_id)]
+        if isinstance(event, ToolExecutionStartedEvent):
+            return [FrameSpec(0, "tool.delta", {"status": "running"}, call_id)]
+        if isinstance(event, ToolResultReadyEvent):
+            error = (event.meta.extra or {}).get("error")
+            if error is None and event.status == "error":
+                error = event.result or "error"
+            data = {"result": event.result, "error": error}
+            if event.tool_name:
+                data["name"] = event.tool_name
+            return [FrameSpec(0, "tool.result", data, call_id)]
+        data = {"status": event.status} if event.status else {}
+        return [FrameSpec(0, "tool.done", data, call_id)]
+
+    def _thinking_delta(self, message_id: str, delta: str, carried: str | None) -> list[FrameSpec]:
         specs: list[FrameSpec] = []
-        if message_id not in self._thinking:
+        if not self._thinking.is_open(message_id):
             specs.append(FrameSpec(0, "llm.thinking.start", {}, message_id))
-            if len(self._thinking) >= _MAX_OPEN_THINKING:
-                forgotten, _ = self._thinking.popitem(last=False)
-                logger.warning("forgetting thinking of message %s: no final arrived", forgotten)
-        self._thinking[message_id] = event.completion
-        data = {"delta": event.delta, "cumulative": event.completion}
+        cumulative = self._thinking.delta(message_id, delta, carried)
+        data = {"delta": delta, "cumulative": cumulative}
         specs.append(FrameSpec(1, "llm.thinking.delta", data, message_id))
         return specs
 
     def _thinking_final(self, message_id: str) -> list[FrameSpec]:
-        thinking = self._thinking.pop(message_id, None)
-        if thinking is None:
+        """``llm.thinking.final`` (slot 0) if ``message_id``'s thinking is still open."""
+        thinking = self._thinking.pop(message_id)
+        if thinking is None or not thinking.open:
             return []
-        return [FrameSpec(0, "llm.thinking.final", {"text": thinking}, message_id)]
+        return [FrameSpec(0, "llm.thinking.final", {"text": thinking.whole()}, message_id)]
+
+
+def _final_data(text: str | None, usage: Usage | None, stop_reason: str | None) -> dict[str, Any]:
+    return {
+        "text": text,
+        "usage": usage.model_dump(mode="json", exclude_none=True) if usage else None,
+        "stop_reason": stop_reason,
+    }
 
 
 def _tool_input(call: ToolCall) -> Any:

@@ -1,5 +1,29 @@
-"""Inference events (geppetto wire format) and the sinks they are published to."""
+"""Inference events (geppetto wire format, legacy and canonical) and the sinks they go to."""
 
+from webchat.events.canonical import (
+    CANONICAL_EVENTS,
+    CanonicalRunFailedEvent,
+    CanonicalRunFinishedEvent,
+    CanonicalRunStartedEvent,
+    CanonicalRunStoppedEvent,
+    CorrelatedEvent,
+    Correlation,
+    ProviderCallFinishedEvent,
+    ProviderCallMetadataUpdatedEvent,
+    ProviderCallStartedEvent,
+    ReasoningDeltaEvent,
+    ReasoningSegmentFinishedEvent,
+    ReasoningSegmentStartedEvent,
+    TextDeltaEvent,
+    TextSegmentFinishedEvent,
+    TextSegmentStartedEvent,
+    ToolCallArgumentsDeltaEvent,
+    ToolCallFinishedEvent,
+    ToolCallRequestedEvent,
+    ToolCallStartedEvent,
+    ToolExecutionStartedEvent,
+    ToolResultReadyEvent,
+)
 from webchat.events.lifecycle import (
     LIFECYCLE_EVENTS,
     RunCancelledEvent,
@@ -44,15 +68,22 @@ from webchat.events.sinks import (
     JsonLinesSink,
 )
 
-for _lifecycle_event in LIFECYCLE_EVENTS:
-    register_event_type(_lifecycle_event)
+for _own_event in (*LIFECYCLE_EVENTS, *CANONICAL_EVENTS):
+    register_event_type(_own_event)
 
 __all__ = [
+    "CANONICAL_EVENTS",
     "EVENT_TYPES",
     "GEPPETTO_EVENTS",
     "LIFECYCLE_EVENTS",
     "AgentModeSwitchEvent",
+    "CanonicalRunFailedEvent",
+    "CanonicalRunFinishedEvent",
+    "CanonicalRunStartedEvent",
+    "CanonicalRunStoppedEvent",
     "CollectingSink",
+    "CorrelatedEvent",
+    "Correlation",
     "ErrorEvent",
     "Event",
     "EventMeta",
@@ -69,17 +100,32 @@ __all__ = [
     "LogEvent",
     "PartialEvent",
     "PartialThinkingEvent",
+    "ProviderCallFinishedEvent",
+    "ProviderCallMetadataUpdatedEvent",
+    "ProviderCallStartedEvent",
+    "ReasoningDeltaEvent",
+    "ReasoningSegmentFinishedEvent",
+    "ReasoningSegmentStartedEvent",
     "RunCancelledEvent",
     "RunFailedEvent",
     "RunFinishedEvent",
     "RunStartedEvent",
     "StartEvent",
+    "TextDeltaEvent",
+    "TextSegmentFinishedEvent",
+    "TextSegmentStartedEvent",
     "ToolCall",
+    "ToolCallArgumentsDeltaEvent",
     "ToolCallEvent",
     "ToolCallExecuteEvent",
     "ToolCallExecutionResultEvent",
+    "ToolCallFinishedEvent",
+    "ToolCallRequestedEvent",
+    "ToolCallStartedEvent",
+    "ToolExecutionStartedEvent",
     "ToolResult",
     "ToolResultEvent",
+    "ToolResultReadyEvent",
     "Usage",
     "UserMessageEvent",
     "new_id",

@@ -2,7 +2,9 @@
 
 They travel through the same sink and transport as model events, so a conversation's timeline
 has a single ordered path and a resuming client replays prompts and run status like any frame.
-Their ``type`` strings are this server's own; geppetto consumers see them as unknown events.
+Their ``type`` strings are this server's own; geppetto consumers see them as unknown events,
+which they can decode (nothing here writes a top-level ``error``). geppetto's own run events
+(``run-started`` ...) are in ``webchat.events.canonical``.
 """
 
 from __future__ import annotations
@@ -27,8 +29,18 @@ class RunFinishedEvent(Event):
 
 
 class RunFailedEvent(Event):
+    """The run ended with an error; its message travels as ``error_string`` (geppetto's name).
+
+    ``RunFailedEvent(error=...)`` and older entries' top-level ``error`` string are read as
+    ``error_string`` (see ``Event``); ``error`` stays readable as a property.
+    """
+
     type: Literal["run.failed"] = "run.failed"
-    error: str = ""
+    error_string: str = ""
+
+    @property
+    def error(self) -> str:
+        return self.error_string
 
 
 class RunCancelledEvent(Event):

@@ -2,6 +2,10 @@
 
 The wire form is geppetto's: ``{"type": ..., "meta": {...}, <fields>}``, so Go agents and this
 server can share one Redis stream. Empty optional fields are omitted, like Go's ``omitempty``.
+
+Every event written here must decode into geppetto's Go structs. Their common part types the
+top-level ``error`` as a Go ``error`` interface, which decodes nothing but ``null``: an error
+message travels as ``error_string``, and ``error`` is never written (see ``Event``).
 """
 
 from __future__ import annotations
@@ -89,14 +93,21 @@ class ToolCall(BaseModel):
 
 
 class ToolResult(BaseModel):
-    """The outcome of a tool call, as text the model reads back."""
+    """The outcome of a tool call, as text the model reads back; ``name`` is the tool's."""
 
     id: str
     result: str = ""
+    name: str | None = None
 
 
 class Event(BaseModel):
-    """Base of every event; subclasses pin ``type`` and add their fields."""
+    """Base of every event; subclasses pin ``type`` and add their fields.
+
+    A top-level ``error`` is never kept, because Go decodes only ``null`` there. Older entries
+    of this server (and ``Event(error=...)`` callers) give the message as an ``error`` string:
+    it is read as ``error_string``. Go writes its ``error`` as an object (usually ``{}``): an
+    empty one is dropped, any other value is kept as ``error_detail``.
+    """
 
     # Unknown fields from newer producers are kept, so relaying an event never loses data.
     model_config = ConfigDict(extra="allow")
@@ -105,6 +116,19 @@ class Event(BaseModel):
     meta: EventMeta = Field(default_factory=EventMeta)
 
     event_type: ClassVar[str] = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_top_level_error(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "error" not in data:
+            return data
+        data = dict(data)
+        error = data.pop("error")
+        if isinstance(error, str) and not data.get("error_string"):
+            data["error_string"] = error
+        elif error not in (None, "", {}) and error != data.get("error_string"):
+            data.setdefault("error_detail", error)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)

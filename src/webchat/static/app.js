@@ -421,12 +421,16 @@ const HANDLERS = {
   },
   "tool.delta"(event) {
     const card = this.tool(event);
+    if (event.arguments !== undefined && event.arguments !== null) {
+      card.inputEl.textContent = formatValue(event.arguments); // arguments still streaming
+    }
     if (card.dataset.status === "running" || card.dataset.status === "pending") {
       this.setToolStatus(card, event.status ?? "running");
     }
   },
   "tool.result"(event) {
     const card = this.tool(event);
+    if (event.name) card.nameEl.textContent = event.name;
     const failed = event.error !== undefined && event.error !== null && event.error !== "";
     card.resultSection.hidden = false;
     card.resultLabel.textContent = failed ? "Error" : "Result";

@@ -109,7 +109,7 @@ class ToolLoop:
         await ctx.publish(
             ToolCallExecutionResultEvent(
                 meta=ctx.meta(extra={"error": error} if error else None),
-                tool_result=ToolResult(id=call_id, result=text),
+                tool_result=ToolResult(id=call_id, result=text, name=name),
             )
         )
         return Block.tool_use(call_id, text if error else result, error=error)
