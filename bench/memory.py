@@ -137,6 +137,48 @@ async def measure_webchat(ws: Workspace, args: Any) -> dict[str, Any]:
     }
 
 
+class _NullConnection:
+    async def send_text(self, data: str, /) -> None:
+        return None
+
+    async def close(self, code: int = 1000, reason: str = "", /) -> None:
+        return None
+
+
+async def measure_core(count: int) -> dict[str, Any]:
+    """The same joins and leaves in this process, straight on the ChatService (no sockets):
+    what the conversation core itself keeps, apart from the HTTP/WebSocket server's churn."""
+    import gc
+    import os
+
+    from webchat.server import create_app
+    from webchat.settings import ServerSettings
+
+    app = create_app(ServerSettings(db=":memory:"))
+    pid = os.getpid()
+    readings = []
+    async with app.router.lifespan_context(app):
+        service = app.state.service
+        for batch, size in enumerate((200, count, count)):
+            for index in range(size):
+                conv, client = await service.connect(
+                    _NullConnection(), f"core-{batch}-{index}", "default", None
+                )
+                await service.disconnect(conv, client)
+            gc.collect()
+            readings.append(common.rss_bytes(pid))
+        left = len(service.manager)
+    return {
+        "target": "core (in process)",
+        "joins": count,
+        "rss_before_mib": readings[0] / MiB,
+        "rss_after_mib": readings[1] / MiB,
+        "rss_second_batch_mib": readings[2] / MiB,
+        "after_over_before": readings[1] / readings[0],
+        "convs_left": left,
+    }
+
+
 async def measure_baseline(ws: Workspace, args: Any) -> dict[str, Any]:
     with common.baseline_server(ws) as server:
         await churn(
@@ -232,7 +274,15 @@ def main() -> None:
     rows = [webchat, baseline]
     print()
     print(render(rows, machine))
-    if webchat["convs_in_memory"] < webchat["convs_requested"]:
+    core = None
+    if args.mode == "join":
+        core = asyncio.run(measure_core(args.convs))
+        print(
+            f"core in process, {core['joins']} joins + leaves: RSS {core['rss_before_mib']:.1f}"
+            f" -> {core['rss_after_mib']:.1f} MiB ({core['after_over_before']:.2f}x), second"
+            f" batch {core['rss_second_batch_mib']:.1f} MiB, {core['convs_left']} left in memory"
+        )
+    if args.mode == "run" and webchat["convs_in_memory"] < webchat["convs_requested"]:
         print(
             "warning: some conversations were evicted before RSS was read; "
             "raise --evict-after so creating them all takes less than that"
@@ -241,7 +291,7 @@ def main() -> None:
         "benchmark": NAME,
         "machine": machine,
         "args": {"convs": args.convs, "mode": args.mode, "evict_after": args.evict_after},
-        "results": rows,
+        "results": rows + ([core] if core else []),
     }
     print(f"\nwrote {common.write_results(NAME, data, args.out)}")
 
