@@ -97,7 +97,9 @@ def hello_text(conversation: Conversation) -> str:
                 "last_seq": conversation.last_seq,
                 "running": conversation.is_running,
                 "inference_id": active.inference_id if active is not None else None,
-                "engine": conversation.config.step_settings.api_type,
+                "engine": "agent"
+                if conversation.config.agent
+                else (conversation.config.step_settings.api_type),
                 "model": conversation.config.step_settings.resolved_model(),
             },
         },

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from webchat.agents import AgentBinding, create_agent_engine, is_import_path, load_tool
 from webchat.conversation.config import EngineConfig
 from webchat.engines import Engine, RunContext, StepSettings, create_engine
 from webchat.errors import InvalidRequestError, OverridesNotAllowedError
@@ -30,6 +31,7 @@ from webchat.middleware import (
 )
 from webchat.profiles import MiddlewareUse, Overrides, Profile, ProfileRegistry
 from webchat.tools import Tool, ToolLoop, ToolLoopSettings, ToolRegistry, calculator_tool
+from webchat.tools.mcp import McpPool, McpToolRegistry
 from webchat.transport import TopicSink, Transport, topic_for
 from webchat.turns import Turn
 
@@ -64,6 +66,8 @@ class ComposedEngine:
         self.loop = loop
 
     async def run_inference(self, turn: Turn, ctx: RunContext) -> Turn:
+        if isinstance(self.loop.registry, McpToolRegistry):
+            await self.loop.registry.prepare()  # MCP tools: opened on first use, then listed
         return await self.loop.run(turn, ctx)
 
     async def aclose(self) -> None:
@@ -80,8 +84,11 @@ class EngineBuilder:
         *,
         provider_keys: ProviderKeys | None = None,
         sink_wrappers: tuple[SinkWrapper, ...] = (),
+        mcp_pool: McpPool | None = None,
     ) -> None:
         self.profiles = profiles
+        self.mcp = mcp_pool or McpPool()
+        """MCP connections shared by conversations; whoever passes the pool closes it."""
         self.transport = transport
         self.provider_keys = provider_keys or ProviderKeys()
         self.sink_wrappers = sink_wrappers
@@ -137,6 +144,8 @@ class EngineBuilder:
             tools=tuple(self._check_tools(tools)),
             step_settings=self._step_settings(profile, parsed.step_settings),
             tool_loop=profile.tool_loop,
+            mcp_servers=tuple(profile.mcp_servers),
+            agent=profile.agent,
         )
         config.signature()  # fail here, as a bad request, if anything is not canonical JSON
         return config
@@ -144,7 +153,17 @@ class EngineBuilder:
     def build_from_config(
         self, conv_id: str, config: EngineConfig
     ) -> tuple[ComposedEngine, EventSink]:
-        provider = create_engine(config.step_settings)
+        static = [self._make_tool(entry) for entry in config.tools]
+        tools = (
+            self.mcp.registry(static, config.mcp_servers)
+            if config.mcp_servers
+            else ToolRegistry(static)
+        )
+        provider = (
+            self._make_agent(conv_id, config, tools)
+            if config.agent
+            else create_engine(config.step_settings)
+        )
         chain = compose(
             provider.run_inference,
             [
@@ -155,12 +174,14 @@ class EngineBuilder:
         )
         loop = ToolLoop(
             chain,
-            ToolRegistry(self._tools[name]() for name in config.tools),
+            tools,
             ToolLoopSettings(
                 max_iterations=config.tool_loop.max_iterations,
                 tool_timeout=config.tool_loop.tool_timeout,
                 max_parallel=config.tool_loop.max_parallel,
-                allowed_tools=frozenset(config.tools),
+                # MCP tools come and go with their server's listing; the registry holds only
+                # what the config allows, so it is the allow-list then.
+                allowed_tools=None if config.mcp_servers else frozenset(t.name for t in static),
             ),
         )
         sink: EventSink = TopicSink(self.transport, topic_for(conv_id))
@@ -197,12 +218,26 @@ class EngineBuilder:
         return use
 
     def _check_tools(self, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in self._tools]
+        unknown = [n for n in names if n not in self._tools and not is_import_path(n)]
         if unknown:
             raise InvalidRequestError(
                 f"unknown tool(s) {unknown}; known: {', '.join(self.tool_names)}"
             )
-        return list(dict.fromkeys(names))  # keep order, drop repeats
+        # Import paths only as the server's profiles declare them (imported and checked at
+        # startup): a request must never make the server import code.
+        declared = {t for p in self.profiles.all() for t in p.tools if is_import_path(t)}
+        undeclared = [n for n in names if is_import_path(n) and n not in declared]
+        if undeclared:
+            raise InvalidRequestError(
+                f"tool(s) {undeclared} are not declared by any profile; requests may name "
+                f"registered tools ({', '.join(self.tool_names)}) and the profiles' import paths"
+            )
+        entries = list(dict.fromkeys(names))  # keep order, drop repeats
+        tool_names = [self._make_tool(e).name if is_import_path(e) else e for e in entries]
+        repeated = sorted({n for n in tool_names if tool_names.count(n) > 1})
+        if repeated:
+            raise InvalidRequestError(f"more than one tool is named {repeated}")
+        return entries
 
     def _step_settings(self, profile: Profile, changes: dict[str, Any] | None) -> StepSettings:
         settings = profile.step_settings
@@ -227,6 +262,26 @@ class EngineBuilder:
 
     def _make_middleware(self, use: MiddlewareUse) -> Middleware:
         return self._middlewares[use.name].factory(dict(use.config))
+
+    def _make_tool(self, entry: str) -> Tool:
+        """A registered tool by name, or a function a profile names by import path."""
+        factory = self._tools.get(entry)
+        return factory() if factory is not None else load_tool(entry)
+
+    def _make_agent(self, conv_id: str, config: EngineConfig, tools: ToolRegistry) -> Engine:
+        """The profile's Python agent, in the provider engine's place (middlewares, the tool
+        loop and the sink still wrap it), with the same tools the tool loop holds."""
+        assert config.agent is not None
+        return create_agent_engine(
+            AgentBinding(
+                path=config.agent,
+                conv_id=conv_id,
+                profile=config.profile_slug,
+                settings=config.step_settings,
+                tools=tools,
+                tool_timeout=config.tool_loop.tool_timeout,
+            )
+        )
 
 
 def _first_problem(exc: ValidationError) -> str:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from webchat.engines.settings import StepSettings
 from webchat.profiles.models import MiddlewareUse, ToolLoopOptions
+from webchat.tools.mcp import McpServerConfig
 
 _SECRET_KEY = re.compile(r"(^|_)(api_?key|secret|token|password|authorization)$", re.IGNORECASE)
 
@@ -52,6 +53,10 @@ class EngineConfig(BaseModel):
     tools: tuple[str, ...] = ()
     step_settings: StepSettings = StepSettings()
     tool_loop: ToolLoopOptions = ToolLoopOptions()
+    mcp_servers: tuple[McpServerConfig, ...] = ()
+    """The profile's MCP servers (never from a request); their env/headers are secrets."""
+    agent: str | None = None
+    """A Python agent's import path, in place of the provider engine (see ``webchat.agents``)."""
 
     def public_dict(self) -> dict[str, Any]:
         """The config as JSON data with secrets fingerprinted: safe to log, show or sign."""
@@ -60,6 +65,17 @@ class EngineConfig(BaseModel):
         data["step_settings"]["api_key"] = (
             fingerprint(key.get_secret_value()) if key is not None else None
         )
+        if data.get("agent") is None:
+            # Absent rather than null: configs without an agent keep the signature they had
+            # before agents existed, so stored conversations are not rebuilt for nothing.
+            data.pop("agent", None)
+        # Every env/header value of an MCP server is a secret, whatever its name: only its
+        # fingerprint is signed. Absent when there are none, like ``agent``.
+        servers = [server.public_dict(fingerprint) for server in self.mcp_servers]
+        if servers:
+            data["mcp_servers"] = servers
+        else:
+            data.pop("mcp_servers", None)
         return data
 
     def signature(self) -> str:

@@ -8,11 +8,15 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from webchat.engines.settings import StepSettings
+from webchat.tools.mcp import McpServers
 
 BusyPolicy = Literal["reject", "enqueue", "interrupt"]
 
 OVERRIDABLE_SETTINGS = ("model", "temperature", "top_p", "max_tokens", "stop")
 """Model settings a profile may let requests change. Never endpoints or keys."""
+
+IMPORT_PATH_PATTERN = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+"""``package.module:attribute``: how a profile names a Python agent or tool."""
 
 
 class MiddlewareUse(BaseModel):
@@ -59,6 +63,17 @@ class Profile(BaseModel):
     overridable_settings: list[str] = Field(default_factory=lambda: list(OVERRIDABLE_SETTINGS))
     tool_loop: ToolLoopOptions = Field(default_factory=ToolLoopOptions)
     busy_policy: BusyPolicy | None = None
+    mcp_servers: McpServers = Field(
+        default_factory=list,
+        description="MCP servers whose tools this profile offers as <server>__<tool>; "
+        "never overridable (a request must not start processes or reach hosts)",
+    )
+    agent: str | None = Field(
+        default=None,
+        min_length=1,
+        description="a Python agent ('package.module:attribute') replacing the provider engine; "
+        "the registry imports it when the profiles are loaded, so a bad path fails at startup",
+    )
 
     @field_validator("overridable_settings")
     @classmethod

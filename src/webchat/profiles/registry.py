@@ -33,6 +33,7 @@ class ProfileRegistry:
         for profile in profiles:
             if profile.slug in self._profiles:
                 raise ProfileFileError(f"profile {profile.slug!r} is defined twice")
+            _check_imports(profile)
             self._profiles[profile.slug] = profile
         if not self._profiles:
             raise ProfileFileError("at least one profile is required")
@@ -99,3 +100,26 @@ class ProfileRegistry:
                 )
             ]
         )
+
+
+def _check_imports(profile: Profile) -> None:
+    """Import the agent and tools ``profile`` names by path, so a bad one stops the server at
+    startup, with the profile and the path in the message, not a user's first message."""
+    # Imported here: webchat.agents builds on engines and tools, which must not need profiles.
+    from webchat.agents import ImportPathError, is_import_path, load_agent, load_tool
+
+    if profile.agent is not None:
+        try:
+            load_agent(profile.agent)
+        except ImportPathError as exc:
+            raise ProfileFileError(
+                f"profile {profile.slug!r}: agent {profile.agent!r} cannot be used: {exc}"
+            ) from exc
+    for entry in profile.tools:
+        if is_import_path(entry):
+            try:
+                load_tool(entry)
+            except ImportPathError as exc:
+                raise ProfileFileError(
+                    f"profile {profile.slug!r}: tool {entry!r} cannot be used: {exc}"
+                ) from exc

@@ -84,9 +84,10 @@ async def list_profiles(request: Request) -> list[ProfileInfo]:
             display_name=p.title,
             default_prompt=p.default_prompt,
             allow_overrides=p.allow_overrides,
-            api_type=p.step_settings.api_type,
+            api_type="agent" if p.agent else p.step_settings.api_type,
             model=p.step_settings.resolved_model(),
             tools=p.tools,
+            mcp_servers=[server.name for server in p.mcp_servers],  # never env, headers, url
             busy_policy=service.busy_policy(p),
             default=p.slug == service.profiles.default_slug,
         )

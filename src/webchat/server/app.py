@@ -28,6 +28,7 @@ from webchat.server.limits import BodyLimitMiddleware
 from webchat.settings import ServerSettings
 from webchat.storage import SQLiteStore, Store
 from webchat.storage.redis_store import RedisStore
+from webchat.tools.mcp import McpPool
 from webchat.transport import Transport, create_transport
 
 log = logging.getLogger("webchat.server")
@@ -74,12 +75,15 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         transport = make_transport(settings)
         store = make_store(settings)
         await store.open()
+        mcp = McpPool()  # MCP connections: opened on first use, closed below
+        app.state.mcp = mcp
         builder = EngineBuilder(
             profiles,
             transport,
             provider_keys=ProviderKeys(
                 openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
             ),
+            mcp_pool=mcp,
         )
         service = ChatService(
             settings,
@@ -103,6 +107,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             yield
         finally:
             await service.close()
+            await mcp.aclose()  # after the runs that could call a tool are gone
             await store.close()
             await transport.close()
 

@@ -57,6 +57,9 @@ class ProfileInfo(BaseModel):
     api_type: str
     model: str
     tools: list[str]
+    mcp_servers: list[str] = Field(
+        default_factory=list, description="names of the profile's MCP servers (nothing else)"
+    )
     busy_policy: BusyPolicy
     default: bool
 
