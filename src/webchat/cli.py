@@ -52,6 +52,12 @@ def serve(
     ] = None,
     busy_policy: Annotated[str | None, typer.Option(help="reject, enqueue or interrupt.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    app_setup: Annotated[
+        str | None,
+        typer.Option(
+            "--app", help="package.module:attribute registering tools/middlewares on the builder."
+        ),
+    ] = None,
 ) -> None:
     """Start the server. With no options: offline engine, in-memory transport, SQLite file."""
     from webchat.profiles import ProfileFileError
@@ -72,13 +78,14 @@ def serve(
         allowed_origins=allowed_origins,
         busy_policy=busy_policy,
         log_level=log_level,
+        app=app_setup,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         application = create_app(settings)
-    except ProfileFileError as exc:
+    except (ProfileFileError, ValueError) as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(2) from None
     typer.echo(f"webchat on http://{settings.host}:{settings.port}{settings.root}/")

@@ -35,6 +35,12 @@ class ServerSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     root: str = Field(default="", description="URL prefix to mount the app under, e.g. /chat")
     profiles: Path | None = Field(default=None, description="profiles YAML file")
+    app: str | None = Field(
+        default=None,
+        description="'package.module:attribute' of a function (or an object with a setup "
+        "method) that takes the EngineBuilder and registers tools, middlewares and sink "
+        "wrappers on it, before profiles are checked",
+    )
     transport: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_maxlen: int = Field(default=10_000, ge=100)

@@ -35,8 +35,6 @@ def profiles(module: str) -> str:
         allow_overrides: true
         tools: [calculator, "{module}:shout", "{module}:add"]
         step_settings: {{api_type: offline}}
-      - slug: clash
-        tools: [calculator, "{module}:calculator"]
     """
 
 
@@ -97,14 +95,21 @@ async def test_overrides_may_only_name_paths_the_profiles_declare(
         assert [f["name"] for f in of_type(frames, "tool.start")] == ["shout"]
 
 
-async def test_two_tools_with_one_name_are_a_bad_request(
+async def test_two_tools_with_one_name_in_a_profile_fail_at_start(
     write_module: ModuleWriter, make_app: AppFactory
 ):
     module = write_module(TOOLS)
-    async with make_app(profiles(module)) as client:
-        response = await client.post("/chat/clash", json={"prompt": "x", "conv_id": "clash-1"})
-        assert response.status_code == 400
-        assert "calculator" in response.json()["error"]
+    clash = (
+        profiles(module)
+        + f"""
+      - slug: clash
+        tools: [calculator, "{module}:calculator"]
+    """
+    )
+    with pytest.raises(ValueError, match="profile 'clash'") as failed:
+        async with make_app(clash):
+            pass
+    assert "calculator" in str(failed.value)
 
 
 # -- the offline engine's ``use`` on its own ---------------------------------------------------

@@ -20,7 +20,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from webchat.agents import AgentBinding, create_agent_engine, is_import_path, load_tool
 from webchat.conversation.config import EngineConfig
 from webchat.engines import Engine, RunContext, StepSettings, create_engine
-from webchat.errors import InvalidRequestError, OverridesNotAllowedError
+from webchat.errors import InvalidRequestError, OverridesNotAllowedError, WebchatError
 from webchat.events import EventSink
 from webchat.middleware import (
     Middleware,
@@ -111,7 +111,21 @@ class EngineBuilder:
         self._middlewares[name] = _MiddlewareEntry(factory, config_model)
 
     def register_tool(self, name: str, factory: ToolFactory) -> None:
+        """Make tool ``name`` usable in profiles; ``factory`` builds it for a conversation."""
         self._tools[name] = factory
+
+    def add_sink_wrapper(self, wrapper: SinkWrapper) -> None:
+        """Wrap every conversation's event sink (outermost last), e.g. with an extractor."""
+        self.sink_wrappers = (*self.sink_wrappers, wrapper)
+
+    def check_profiles(self) -> None:
+        """Build every profile's config once; raises ``ValueError`` naming the first profile
+        whose tools or middlewares this builder does not know."""
+        for profile in self.profiles.all():
+            try:
+                self.build_config(profile.slug)
+            except WebchatError as exc:
+                raise ValueError(f"profile {profile.slug!r}: {exc.message}") from None
 
     @property
     def middleware_names(self) -> list[str]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
+from typing import cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import webchat
+from webchat.agents import ImportPathError, import_object
 from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
 from webchat.chat.service import ChatService
 from webchat.conversation import EngineBuilder, ProviderKeys
@@ -66,8 +68,39 @@ def make_coordination(settings: ServerSettings) -> Coordination:
     return LocalCoordination()
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
+BuilderSetup = Callable[[EngineBuilder], None]
+"""Application code that extends the one EngineBuilder: ``register_tool``,
+``register_middleware``, ``add_sink_wrapper``."""
+
+
+def resolve_setup(setup: BuilderSetup | str | None) -> BuilderSetup | None:
+    """``setup`` itself, or the function (or the ``setup`` method of the object) an import
+    path names; ``ValueError`` naming the path when it is neither."""
+    if setup is None or callable(setup):
+        return setup
+    try:
+        target = import_object(setup)
+    except ImportPathError as exc:
+        raise ValueError(f"--app {setup}: {exc}") from None
+    method = getattr(target, "setup", None)
+    if callable(method) and not isinstance(target, type):
+        return cast(BuilderSetup, method)
+    if callable(target):
+        return cast(BuilderSetup, target)
+    raise ValueError(
+        f"--app {setup}: {type(target).__name__} is neither a function taking the "
+        "EngineBuilder nor an object with a setup(builder) method"
+    )
+
+
+def create_app(
+    settings: ServerSettings | None = None, *, setup: BuilderSetup | str | None = None
+) -> FastAPI:
+    """The webchat ASGI app. ``setup`` (default: ``settings.app``) is application code that
+    registers its tools, middlewares and sink wrappers on the EngineBuilder at start-up,
+    before any profile is checked against them."""
     settings = settings or ServerSettings()
+    extend = resolve_setup(setup if setup is not None else settings.app)  # fail at start-up
     profiles = load_profiles(settings)  # fail at start-up, not on the first request
 
     @contextlib.asynccontextmanager
@@ -85,6 +118,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             ),
             mcp_pool=mcp,
         )
+        if extend is not None:
+            extend(builder)
+        builder.check_profiles()  # a profile naming a tool no one registered: fail now
         service = ChatService(
             settings,
             profiles,
