@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from webchat.agents.request import AgentRequest
 from webchat.engines.base import RunContext
 from webchat.engines.settings import StepSettings
 from webchat.tools.registry import ToolRegistry
 from webchat.turns import Turn
+
+if TYPE_CHECKING:  # output.py imports this module's neighbours; import it at call time
+    from webchat.agents.output import AgentOutput
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,19 @@ class AgentBinding:
     def model_label(self) -> str:
         """What ``llm.start`` names as the model: the configured model, else the agent."""
         return self.settings.model or self.path
+
+    def output(self, turn: Turn, ctx: RunContext, *, model: str | None = None) -> AgentOutput:
+        """The event and block bookkeeping of one run on ``turn``."""
+        from webchat.agents.output import AgentOutput
+
+        return AgentOutput(
+            turn,
+            ctx,
+            self.settings,
+            model=model or self.model_label,
+            tools=self.tools,
+            tool_timeout=self.tool_timeout,
+        )
 
     def request(self, turn: Turn, ctx: RunContext) -> AgentRequest:
         """The ``AgentRequest`` for a run on ``turn`` (its tools not yet bound)."""

@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import AsyncGenerator, Callable
 
 from webchat.agents.binding import AgentBinding
-from webchat.agents.output import AgentOutput
 from webchat.agents.request import AgentRequest
 from webchat.engines.base import RunContext
 from webchat.turns import Turn
@@ -30,14 +29,7 @@ class GeneratorAgentEngine:
 
     async def run_inference(self, turn: Turn, ctx: RunContext) -> Turn:
         binding = self.binding
-        output = AgentOutput(
-            turn,
-            ctx,
-            binding.settings,
-            model=binding.model_label,
-            tools=binding.tools,
-            tool_timeout=binding.tool_timeout,
-        )
+        output = binding.output(turn, ctx, model=binding.model_label)
         request = binding.request(turn, ctx).bind_tools(output.call_tool)
         await output.begin()
         try:

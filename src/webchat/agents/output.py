@@ -20,7 +20,7 @@ from typing import Any
 
 from webchat.engines.base import EngineError, RunContext
 from webchat.engines.settings import StepSettings
-from webchat.engines.streaming import InferenceStream
+from webchat.engines.streaming import InferenceStream, decode_arguments
 from webchat.events import (
     ErrorEvent,
     Event,
@@ -139,7 +139,7 @@ class AgentOutput:
             await self._end_message()
             self._tool_names[call.id] = call.name
             self._unanswered.append(call.id)
-            self.turn.append(Block.tool_call(call.id, call.name, _decode(call.input)))
+            self.turn.append(Block.tool_call(call.id, call.name, decode_arguments(call.input)))
             published = (
                 ToolCallEvent(meta=self.ctx.meta(), tool_call=call)
                 if event is None
@@ -290,15 +290,6 @@ class AgentOutput:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.interrupt()
-
-
-def _decode(arguments_json: str) -> Any:
-    if not arguments_json.strip():
-        return {}
-    try:
-        return json.loads(arguments_json)
-    except ValueError:
-        return arguments_json
 
 
 def _as_text(value: Any) -> str:

@@ -79,14 +79,7 @@ class PydanticAIAgentEngine:
 
     async def run_inference(self, turn: Turn, ctx: RunContext) -> Turn:
         binding = self.binding
-        output = AgentOutput(
-            turn,
-            ctx,
-            binding.settings,
-            model=self._model_label(),
-            tools=binding.tools,
-            tool_timeout=binding.tool_timeout,
-        )
+        output = binding.output(turn, ctx, model=self._model_label())
         history = to_message_history(turn, turn.data.get(SYSTEM_PROMPTS_KEY) or [])
         instructions = "\n\n".join(b.text for b in turn.blocks_of(BlockKind.SYSTEM) if b.text)
         toolsets = _profile_toolsets(binding, ctx)

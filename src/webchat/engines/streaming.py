@@ -91,7 +91,7 @@ class InferenceStream:
         if self.text:
             turn.append(Block.llm_text(self.text))
         for call in self.tool_calls:
-            turn.append(Block.tool_call(call.id, call.name, _decode_arguments(call.input)))
+            turn.append(Block.tool_call(call.id, call.name, decode_arguments(call.input)))
             await self.ctx.publish(ToolCallEvent(meta=self._meta(), tool_call=call))
         turn.metadata.model = self.model
         if self.usage is not None:
@@ -124,7 +124,7 @@ class InferenceStream:
         )
 
 
-def _decode_arguments(arguments_json: str) -> Any:
+def decode_arguments(arguments_json: str) -> Any:
     """Tool arguments as data; text that is not JSON is kept so the tool loop can report it."""
     if not arguments_json.strip():
         return {}
