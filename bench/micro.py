@@ -100,6 +100,7 @@ def bench_broadcast(clients: int, frames: int) -> float:
 
 async def _idle_conversations(count: int) -> float:
     from webchat.server.app import create_app
+    from webchat.server.protocol import hello_text
     from webchat.settings import ServerSettings
 
     with tempfile.TemporaryDirectory() as directory:
@@ -109,7 +110,7 @@ async def _idle_conversations(count: int) -> float:
             service = app.state.service
             for i in range(50):  # warm up caches and lazy imports
                 conversation, client = await service.connect(
-                    _InstantConnection(), f"warm-{i}", "tiny", None
+                    _InstantConnection(), f"warm-{i}", "tiny", None, hello=hello_text
                 )
                 conversation.detach(client)
             await asyncio.sleep(0.2)
@@ -118,7 +119,7 @@ async def _idle_conversations(count: int) -> float:
             before = tracemalloc.take_snapshot()
             for i in range(count):
                 conversation, client = await service.connect(
-                    _InstantConnection(), f"idle-{i}", "tiny", None
+                    _InstantConnection(), f"idle-{i}", "tiny", None, hello=hello_text
                 )
                 conversation.detach(client)
             await asyncio.sleep(0.5)  # let the store's writer catch up

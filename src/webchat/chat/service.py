@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -83,33 +84,6 @@ class RunAccepted(BaseModel):
     queue_position: int | None = None
 
 
-def hello_text(conversation: Conversation) -> str:
-    """The ``ws.hello`` greeting: where the client joined, what runs, what engine answers."""
-    active = conversation.session.active
-    return json.dumps(
-        {
-            "sem": True,
-            "event": {
-                "type": "ws.hello",
-                "conv_id": conversation.conv_id,
-                "session_id": conversation.session.session_id,
-                "profile": conversation.profile_slug,
-                "last_seq": conversation.last_seq,
-                "running": conversation.is_running,
-                "inference_id": active.inference_id if active is not None else None,
-                "engine": "agent"
-                if conversation.config.agent
-                else (conversation.config.step_settings.api_type),
-                "model": conversation.config.step_settings.resolved_model(),
-            },
-        },
-        separators=(",", ":"),
-    )
-
-
-PONG_TEXT = json.dumps({"sem": True, "event": {"type": "ws.pong"}}, separators=(",", ":"))
-
-
 class ChatService:
     def __init__(
         self,
@@ -121,18 +95,23 @@ class ChatService:
         coordination: Coordination,
         *,
         shared_state: bool = False,
+        manager: ConversationManager | None = None,
     ) -> None:
+        """``manager``: the ConversationManager the composition root built (default: one
+        built here from ``builder``, ``transport``, ``store`` and ``settings``)."""
         self.settings = settings
         self.profiles = profiles
         self.transport = transport
         self.store = store
         self.builder = builder
-        self.manager = ConversationManager(
-            builder,
-            SubscriberFactory(transport),
-            evict_after=settings.evict_after,
-            store=store,
-        )
+        if manager is None:  # not ``or``: an empty manager is falsy (it has a length)
+            manager = ConversationManager(
+                builder,
+                SubscriberFactory(transport),
+                evict_after=settings.evict_after,
+                store=store,
+            )
+        self.manager = manager
         self.coordination = coordination
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
@@ -444,12 +423,23 @@ class ChatService:
     # -- clients ---------------------------------------------------------------------------
 
     async def connect(
-        self, conn: Connection, conv_id: str, profile_slug: str, since: int | None
+        self,
+        conn: Connection,
+        conv_id: str,
+        profile_slug: str,
+        since: int | None,
+        *,
+        hello: Callable[[Conversation], str] | None = None,
     ) -> tuple[Conversation, Client]:
-        """Join a conversation (creating it if absent, never rebuilding it)."""
+        """Join a conversation (creating it if absent, never rebuilding it).
+
+        ``hello`` builds the greeting the client gets first (the route passes the wire
+        protocol's ``ws.hello``); ``None``: no greeting.
+        """
         conversation = await self.manager.join(conv_id, profile_slug)
         older = await self._older_frames(conversation, since)
-        client = conversation.attach(conn, since, older=older, hello=hello_text(conversation))
+        greeting = hello(conversation) if hello is not None else None
+        client = conversation.attach(conn, since, older=older, hello=greeting)
         return conversation, client
 
     async def disconnect(self, conversation: Conversation, client: Client) -> None:

@@ -1,14 +1,16 @@
-"""The ASGI application: wiring of settings, transport, store, builder and service.
+"""The ASGI application: routes, error handlers and the lifespan.
 
-``create_app`` is the only place that chooses implementations (in-memory or Redis transport,
-SQLite store, profile source); everything below it receives them.
+The lifespan gets every part it serves from ``webchat.server.composition.compose`` (the only
+place that chooses implementations: in-memory or Redis transport, SQLite or Redis store) and
+closes them in reverse order; ``load_profiles`` and the ``make_*`` factories are re-exported
+from there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from importlib import resources
 from typing import cast
 
@@ -20,57 +22,33 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import webchat
 from webchat.agents import ImportPathError, import_object
-from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
-from webchat.chat.service import ChatService
-from webchat.conversation import EngineBuilder, ProviderKeys
 from webchat.errors import WebchatError
-from webchat.profiles import ProfileRegistry
 from webchat.server import api, ws
+from webchat.server.composition import (
+    BuilderSetup,
+    compose,
+    load_profiles,
+    make_coordination,
+    make_store,
+    make_transport,
+)
 from webchat.server.limits import BodyLimitMiddleware
 from webchat.settings import ServerSettings
-from webchat.storage import SQLiteStore, Store
-from webchat.storage.redis_store import RedisStore
-from webchat.tools.mcp import McpPool
-from webchat.transport import Transport, create_transport
 
 log = logging.getLogger("webchat.server")
 
+__all__ = [
+    "STATIC",
+    "BuilderSetup",
+    "create_app",
+    "load_profiles",
+    "make_coordination",
+    "make_store",
+    "make_transport",
+    "resolve_setup",
+]
+
 STATIC = resources.files("webchat") / "static"
-
-
-def load_profiles(settings: ServerSettings) -> ProfileRegistry:
-    if settings.profiles is not None:
-        return ProfileRegistry.from_file(settings.profiles)
-    return ProfileRegistry.builtin(
-        openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
-        anthropic_key=(
-            settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
-        ),
-    )
-
-
-def make_transport(settings: ServerSettings) -> Transport:
-    if settings.transport == "redis":
-        return create_transport("redis", redis_url=settings.redis_url, maxlen=settings.redis_maxlen)
-    return create_transport("memory")
-
-
-def make_store(settings: ServerSettings) -> Store:
-    """Processes sharing a Redis transport share their state there too."""
-    if settings.transport == "redis":
-        return RedisStore(settings.redis_url)
-    return SQLiteStore(settings.db)
-
-
-def make_coordination(settings: ServerSettings) -> Coordination:
-    if settings.transport == "redis":
-        return RedisCoordination(settings.redis_url)
-    return LocalCoordination()
-
-
-BuilderSetup = Callable[[EngineBuilder], None]
-"""Application code that extends the one EngineBuilder: ``register_tool``,
-``register_middleware``, ``add_sink_wrapper``."""
 
 
 def resolve_setup(setup: BuilderSetup | str | None) -> BuilderSetup | None:
@@ -105,31 +83,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        transport = make_transport(settings)
-        store = make_store(settings)
-        await store.open()
-        mcp = McpPool()  # MCP connections: opened on first use, closed below
-        app.state.mcp = mcp
-        builder = EngineBuilder(
-            profiles,
-            transport,
-            provider_keys=ProviderKeys(
-                openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
-            ),
-            mcp_pool=mcp,
-        )
-        if extend is not None:
-            extend(builder)
-        builder.check_profiles()  # a profile naming a tool no one registered: fail now
-        service = ChatService(
-            settings,
-            profiles,
-            transport,
-            store,
-            builder,
-            make_coordination(settings),
-            shared_state=settings.transport == "redis",
-        )
+        parts = await compose(settings, profiles, setup=extend)
+        app.state.components = parts
+        app.state.mcp = parts.mcp
+        service = parts.service
         app.state.service = service
         await service.start()
         log.info(
@@ -142,10 +99,7 @@ def create_app(
         try:
             yield
         finally:
-            await service.close()
-            await mcp.aclose()  # after the runs that could call a tool are gone
-            await store.close()
-            await transport.close()
+            await parts.aclose()  # what compose built, in reverse order
 
     app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
     ws.quiet_invalid_utf8_tracebacks()

@@ -1,6 +1,7 @@
 """The WebSocket route: join a conversation, receive its frames, resume with ``since``.
 
-Clients only ever send small text messages (pings). Anything else ends the connection with an
+Clients only ever send small text messages (pings). The frames and close codes themselves are
+defined in ``webchat.server.protocol``. Anything else ends the connection with an
 error frame and a close code, never a traceback: a binary message closes with 1003, one over
 ``MAX_MESSAGE_BYTES`` with 1009, and invalid UTF-8 (which the server rejects before the app
 sees it) with 1007.
@@ -9,7 +10,6 @@ sees it) with 1007.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 from urllib.parse import urlsplit
@@ -17,19 +17,27 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
-from webchat.chat.service import CONV_ID_PATTERN, PONG_TEXT
+from webchat.chat.service import CONV_ID_PATTERN
 from webchat.errors import WebchatError
 from webchat.server.api import PROFILE_COOKIE
+from webchat.server.protocol import (
+    GOING_AWAY_CODE,
+    MAX_MESSAGE_BYTES,
+    MESSAGE_TOO_BIG,
+    POLICY_VIOLATION,
+    PONG_TEXT,
+    UNSUPPORTED_DATA,
+    close_reason,
+    error_frame,
+    hello_text,
+    is_ping,
+)
 
 router = APIRouter()
 log = logging.getLogger("webchat.ws")
 
-POLICY_VIOLATION = 1008
-UNSUPPORTED_DATA = 1003
-MESSAGE_TOO_BIG = 1009
-MAX_MESSAGE_BYTES = 64 * 1024
-"""The largest client message read. Pass it to uvicorn as ``ws_max_size`` too, so a bigger
-one is refused while it arrives rather than read whole (uvicorn's default is 16 MiB)."""
+__all__ = ["MAX_MESSAGE_BYTES", "origin_allowed", "quiet_invalid_utf8_tracebacks", "router"]
+
 SINCE_PATTERN = re.compile(r"[0-9]{1,18}")
 """ASCII digits only (``str.isdigit`` also accepts other scripts' digits), below 2**63."""
 
@@ -64,25 +72,6 @@ def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
     return urlsplit(origin).netloc == websocket.headers.get("host", "")
 
 
-def _close_reason(text: str) -> str:
-    """``text`` cut to the 123 UTF-8 bytes a close frame's reason may hold."""
-    return text.encode()[:123].decode(errors="ignore")
-
-
-def _error_frame(message: str) -> str:
-    return json.dumps({"sem": True, "event": {"type": "error", "error": message}})
-
-
-def _is_ping(text: str) -> bool:
-    if text.strip() == "ping":
-        return True
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
-        return False
-    return isinstance(data, dict) and data.get("type") == "ws.ping"
-
-
 @router.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     service = websocket.app.state.service
@@ -103,8 +92,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     elif since_text is not None and not SINCE_PATTERN.fullmatch(since_text):
         problem = "since must be a non-negative integer"
     if problem is not None:
-        await websocket.send_text(_error_frame(problem))
-        await websocket.close(code=POLICY_VIOLATION, reason=_close_reason(problem))
+        await websocket.send_text(error_frame(problem))
+        await websocket.close(code=POLICY_VIOLATION, reason=close_reason(problem))
         return
     profile = (
         params.get("profile")
@@ -113,11 +102,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     )
     try:
         conversation, client = await service.connect(
-            websocket, conv_id, profile, int(since_text) if since_text is not None else None
+            websocket,
+            conv_id,
+            profile,
+            int(since_text) if since_text is not None else None,
+            hello=hello_text,
         )
     except WebchatError as exc:
-        await websocket.send_text(_error_frame(exc.message))
-        await websocket.close(code=POLICY_VIOLATION, reason=_close_reason(exc.message))
+        await websocket.send_text(error_frame(exc.message))
+        await websocket.close(code=POLICY_VIOLATION, reason=close_reason(exc.message))
         return
     try:
         while True:
@@ -128,13 +121,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             refusal = _refusal(message)
             if refusal is not None:
                 code, problem = refusal
-                await websocket.send_text(_error_frame(problem))
-                await websocket.close(code=code, reason=_close_reason(problem))
+                await websocket.send_text(error_frame(problem))
+                await websocket.close(code=code, reason=close_reason(problem))
                 break
-            if _is_ping(message["text"]):
+            if is_ping(message["text"]):
                 conversation.pool.send_direct(client, PONG_TEXT)
     except TimeoutError:
-        await websocket.close(code=1001, reason="idle timeout")
+        await websocket.close(code=GOING_AWAY_CODE, reason="idle timeout")
     except (WebSocketDisconnect, RuntimeError):
         pass  # the client left, or the pool already closed the socket
     finally:

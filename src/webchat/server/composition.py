@@ -1,0 +1,155 @@
+"""The composition root: the one place that turns ``ServerSettings`` into running parts.
+
+``compose`` builds the transport, the store, the run coordination, the MCP pool, the
+EngineBuilder, the ConversationManager and the ChatService, and is the only code that knows
+whether a deployment runs in one process ("memory") or shares its state in Redis ("redis").
+``Components.aclose`` closes what it built, in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
+from webchat.chat.service import ChatService
+from webchat.conversation import (
+    ConversationManager,
+    EngineBuilder,
+    ProviderKeys,
+    SubscriberFactory,
+)
+from webchat.profiles import ProfileRegistry
+from webchat.settings import ServerSettings
+from webchat.storage import SQLiteStore, Store
+from webchat.storage.redis_store import RedisStore
+from webchat.tools.mcp import McpPool
+from webchat.transport import Transport, create_transport
+
+__all__ = [
+    "BuilderSetup",
+    "Components",
+    "compose",
+    "load_profiles",
+    "make_coordination",
+    "make_store",
+    "make_transport",
+    "shares_state",
+]
+
+BuilderSetup = Callable[[EngineBuilder], None]
+"""Application code that extends the one EngineBuilder: ``register_tool``,
+``register_middleware``, ``add_sink_wrapper``."""
+
+
+def load_profiles(settings: ServerSettings) -> ProfileRegistry:
+    if settings.profiles is not None:
+        return ProfileRegistry.from_file(settings.profiles)
+    return ProfileRegistry.builtin(
+        openai_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        anthropic_key=(
+            settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else None
+        ),
+    )
+
+
+def shares_state(settings: ServerSettings) -> bool:
+    """Whether other processes may serve this deployment's conversations too (Redis)."""
+    return settings.transport == "redis"
+
+
+def make_transport(settings: ServerSettings) -> Transport:
+    if shares_state(settings):
+        return create_transport("redis", redis_url=settings.redis_url, maxlen=settings.redis_maxlen)
+    return create_transport("memory")
+
+
+def make_store(settings: ServerSettings) -> Store:
+    """Processes sharing a Redis transport share their state there too."""
+    if shares_state(settings):
+        return RedisStore(settings.redis_url)
+    return SQLiteStore(settings.db)
+
+
+def make_coordination(settings: ServerSettings) -> Coordination:
+    if shares_state(settings):
+        return RedisCoordination(settings.redis_url)
+    return LocalCoordination()
+
+
+@dataclass
+class Components:
+    """Everything ``compose`` built, in build order."""
+
+    settings: ServerSettings
+    profiles: ProfileRegistry
+    transport: Transport
+    store: Store
+    mcp: McpPool
+    builder: EngineBuilder
+    coordination: Coordination
+    manager: ConversationManager
+    service: ChatService
+
+    async def aclose(self) -> None:
+        """Close what ``compose`` built, in reverse order (the service closes the manager
+        and the coordination it was given)."""
+        await self.service.close()
+        await self.mcp.aclose()  # after the runs that could call a tool are gone
+        await self.store.close()
+        await self.transport.close()
+
+
+async def compose(
+    settings: ServerSettings,
+    profiles: ProfileRegistry | None = None,
+    *,
+    setup: BuilderSetup | None = None,
+) -> Components:
+    """Build (and open the store of) every part ``settings`` asks for. ``setup`` extends the
+    EngineBuilder before the profiles are checked against it. The service is not started:
+    the caller starts it, and calls ``Components.aclose`` when done."""
+    profiles = profiles if profiles is not None else load_profiles(settings)
+    transport = make_transport(settings)
+    store = make_store(settings)
+    await store.open()
+    mcp = McpPool()  # MCP connections: opened on first use, closed by ``aclose``
+    builder = EngineBuilder(
+        profiles,
+        transport,
+        provider_keys=ProviderKeys(
+            openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
+        ),
+        mcp_pool=mcp,
+    )
+    if setup is not None:
+        setup(builder)
+    builder.check_profiles()  # a profile naming a tool no one registered: fail now
+    coordination = make_coordination(settings)
+    manager = ConversationManager(
+        builder,
+        SubscriberFactory(transport),
+        evict_after=settings.evict_after,
+        store=store,
+    )
+    service = ChatService(
+        settings,
+        profiles,
+        transport,
+        store,
+        builder,
+        coordination,
+        shared_state=shares_state(settings),
+        manager=manager,
+    )
+    return Components(
+        settings=settings,
+        profiles=profiles,
+        transport=transport,
+        store=store,
+        mcp=mcp,
+        builder=builder,
+        coordination=coordination,
+        manager=manager,
+        service=service,
+    )
