@@ -135,6 +135,29 @@ class Conversation:
     def is_running(self) -> bool:
         return self.session.is_running
 
+    @property
+    def session_id(self) -> str:
+        return self.session.session_id
+
+    @property
+    def active_inference_id(self) -> str | None:
+        """The id of the running inference, if any."""
+        active = self.session.active
+        return active.inference_id if active is not None else None
+
+    @property
+    def turns(self) -> list[Turn]:
+        """The session's history (the live list, not a copy)."""
+        return self.session.turns
+
+    @property
+    def client_count(self) -> int:
+        return self.pool.count
+
+    def adopt_history(self, turns: list[Turn]) -> None:
+        """Take ``turns`` (e.g. stored by another process) as this conversation's history."""
+        self.session.turns = turns
+
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
@@ -208,10 +231,16 @@ class Conversation:
         self.pool.remove(client)
         self.touch()
 
-    def start_run(self, prompt: str) -> InferenceHandle:
+    def start_run(self, prompt: str, *, inference_id: str | None = None) -> InferenceHandle:
         """Start an inference; raises ``SessionBusyError`` when one is already running."""
         self.touch()
-        return self.session.start_inference(prompt)
+        return self.session.start_inference(prompt, inference_id=inference_id)
+
+    def cancel_inference(self, inference_id: str) -> None:
+        """Cancel the running inference if it is ``inference_id`` (without waiting)."""
+        active = self.session.active
+        if active is not None and active.inference_id == inference_id:
+            active.cancel()
 
     def replace_engine(
         self,
@@ -259,6 +288,10 @@ class Conversation:
                 await active.wait()
             # Let run.cancelled travel through the transport to the buffer, pool and store.
             await self.wait_for_end_frame(active.inference_id, timeout)
+
+    async def close_clients(self, code: int, reason: str, *, drain: float = 0.0) -> None:
+        """Disconnect every client with ``code``, after up to ``drain`` seconds of sending."""
+        await self.pool.close(code, reason, drain=drain)
 
     async def close(self) -> None:
         """Cancel a running inference, stop streaming, disconnect clients, release the engine."""
