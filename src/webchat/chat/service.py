@@ -36,7 +36,6 @@ from webchat.conversation import (
     Conversation,
     ConversationManager,
     EngineBuilder,
-    SubscriberFactory,
 )
 from webchat.errors import IdempotencyKeyReusedError, WebchatError
 from webchat.profiles import BusyPolicy, Profile, ProfileRegistry
@@ -67,23 +66,15 @@ class ChatService:
         builder: EngineBuilder,
         coordination: Coordination,
         *,
+        manager: ConversationManager,
         shared_state: bool = False,
-        manager: ConversationManager | None = None,
     ) -> None:
-        """``manager``: the ConversationManager the composition root built (default: one
-        built here from ``builder``, ``transport``, ``store`` and ``settings``)."""
+        """``manager`` is the ConversationManager the composition root built."""
         self.settings = settings
         self.profiles = profiles
         self.transport = transport
         self.store = store
         self.builder = builder
-        if manager is None:  # not ``or``: an empty manager is falsy (it has a length)
-            manager = ConversationManager(
-                builder,
-                SubscriberFactory(transport),
-                evict_after=settings.evict_after,
-                store=store,
-            )
         self.manager = manager
         self.coordination = coordination
         self.shared_state = shared_state
