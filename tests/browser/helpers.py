@@ -16,16 +16,9 @@ import httpx
 import uvicorn
 
 from tests.support.fake_openai import Scenario, make_app
+from tests.support.redis_server import free_port
 
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class FakeOpenAI:
