@@ -32,6 +32,11 @@ class AgentBinding:
         """What ``llm.start`` names as the model: the configured model, else the agent."""
         return self.settings.model or self.path
 
+    @property
+    def label(self) -> str:
+        """How logs name this agent: its path and profile."""
+        return f"agent {self.path} (profile {self.profile})"
+
     def output(self, turn: Turn, ctx: RunContext, *, model: str | None = None) -> AgentOutput:
         """The event and block bookkeeping of one run on ``turn``."""
         from webchat.agents.output import AgentOutput

@@ -32,7 +32,7 @@ class GeneratorAgentEngine:
         output = binding.output(turn, ctx, model=binding.model_label)
         request = binding.request(turn, ctx).bind_tools(output.call_tool)
         await output.begin()
-        try:
+        async with output.ending(binding.label):
             generator = self.function(request)
             # aclosing: a cancel (or failure) while the generator waits at a ``yield`` still
             # runs its ``finally``, so it can release what it holds (an SDK stream, a socket).
@@ -41,10 +41,4 @@ class GeneratorAgentEngine:
                     await output.apply(item)
                     # Stay cooperative (and cancellable) even if the generator never awaits.
                     await asyncio.sleep(0)
-        except asyncio.CancelledError:
-            await output.interrupt()
-            raise
-        except Exception as exc:
-            error = await output.fail(exc, f"agent {binding.path} (profile {binding.profile})")
-            raise error from None
         return await output.finish()

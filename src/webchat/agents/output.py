@@ -12,10 +12,11 @@ when the history is replayed to a model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from webchat.engines.base import EngineError, RunContext
@@ -283,6 +284,19 @@ class AgentOutput:
         else:
             await self.ctx.publish(ErrorEvent(meta=self.ctx.meta(), error_string=str(error)))
         return error
+
+    @contextlib.asynccontextmanager
+    async def ending(self, what: str) -> AsyncIterator[None]:
+        """Around an agent's own code: a cancel ends the streaming message as interrupted, a
+        failure is logged and re-raised as the ``EngineError`` clients see (see ``fail``)."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            await self.interrupt()
+            raise
+        except Exception as exc:
+            error = await self.fail(exc, what)
+            raise error from None
 
     async def interrupt(self) -> None:
         """Cancelled: end the streaming message as interrupted (``llm.final`` with the text so

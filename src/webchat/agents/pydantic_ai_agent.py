@@ -89,7 +89,7 @@ class PydanticAIAgentEngine:
                 await _show(output, event)
 
         await output.begin()
-        try:
+        async with output.ending(binding.label):
             result = await self.agent.run(
                 turn.last_user_text(),
                 message_history=history or None,
@@ -99,12 +99,6 @@ class PydanticAIAgentEngine:
                 toolsets=toolsets or None,
                 event_stream_handler=on_events,
             )
-        except asyncio.CancelledError:
-            await output.interrupt()
-            raise
-        except Exception as exc:
-            error = await output.fail(exc, f"agent {binding.path} (profile {binding.profile})")
-            raise error from None
         turn.data[SYSTEM_PROMPTS_KEY] = _system_prompts(result.all_messages())
         usage: Any = result.usage
         if callable(usage) and not hasattr(usage, "input_tokens"):  # pydantic-ai 1.x: a method
