@@ -64,7 +64,6 @@ from webchat.events import (
     ToolCallEvent,
     ToolCallExecuteEvent,
     ToolCallExecutionResultEvent,
-    ToolCallFinishedEvent,
     ToolCallRequestedEvent,
     ToolCallStartedEvent,
     ToolExecutionStartedEvent,
@@ -73,6 +72,7 @@ from webchat.events import (
     Usage,
     UserMessageEvent,
 )
+from webchat.events.canonical import CANONICAL_TOOL_EVENTS
 
 logger = logging.getLogger(__name__)
 
@@ -423,17 +423,7 @@ class FrameTranslator:
         return self._translate_canonical_tool(event)
 
     def _translate_canonical_tool(self, event: Event) -> list[FrameSpec] | None:
-        if not isinstance(
-            event,
-            (
-                ToolCallStartedEvent,
-                ToolCallArgumentsDeltaEvent,
-                ToolCallRequestedEvent,
-                ToolExecutionStartedEvent,
-                ToolResultReadyEvent,
-                ToolCallFinishedEvent,
-            ),
-        ):
+        if not isinstance(event, CANONICAL_TOOL_EVENTS):
             return None
         call_id = event.tool_call_id or event.correlation.tool_call_id or event.meta.message_id
         data: dict[str, Any]

@@ -204,6 +204,16 @@ class ToolCallFinishedEvent(CorrelatedEvent):
     status: str | None = None
 
 
+CANONICAL_TOOL_EVENTS = (  # no annotation: isinstance narrows to the six classes
+    ToolCallStartedEvent,
+    ToolCallArgumentsDeltaEvent,
+    ToolCallRequestedEvent,
+    ToolExecutionStartedEvent,
+    ToolResultReadyEvent,
+    ToolCallFinishedEvent,
+)
+"""The tool lifecycle of a call: each carries ``tool_call_id``."""
+
 CANONICAL_EVENTS: tuple[type[Event], ...] = (
     CanonicalRunStartedEvent,
     CanonicalRunFinishedEvent,
@@ -218,10 +228,5 @@ CANONICAL_EVENTS: tuple[type[Event], ...] = (
     ReasoningSegmentStartedEvent,
     ReasoningDeltaEvent,
     ReasoningSegmentFinishedEvent,
-    ToolCallStartedEvent,
-    ToolCallArgumentsDeltaEvent,
-    ToolCallRequestedEvent,
-    ToolExecutionStartedEvent,
-    ToolResultReadyEvent,
-    ToolCallFinishedEvent,
+    *CANONICAL_TOOL_EVENTS,
 )
