@@ -16,6 +16,11 @@ class WebchatError(Exception):
         self.message = message
         self.details = details
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the response must carry (e.g. ``Retry-After``)."""
+        return {}
+
 
 class InvalidRequestError(WebchatError):
     """Malformed input: bad overrides, unknown middleware or tool, unserialisable config."""
@@ -47,3 +52,26 @@ class IdempotencyKeyReusedError(WebchatError):
 
     def __init__(self) -> None:
         super().__init__("Idempotency-Key reused with a different request")
+
+
+class ForbiddenError(WebchatError):
+    """Allowed to see, not to act: an admin reading another user's conversation."""
+
+    status_code = 403
+
+
+class QuotaExceededError(WebchatError):
+    """A user's quota (runs at once, runs a minute, stored conversations) is spent.
+    ``retry_after`` (seconds) becomes the ``Retry-After`` header when waiting helps."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, round(self.retry_after)))}

@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from webchat.auth.principal import AuthMode
 from webchat.profiles import BusyPolicy
 
 MiB = 1024 * 1024
@@ -59,6 +60,56 @@ class ServerSettings(BaseSettings):
     max_body_bytes: int = Field(default=1 * MiB, ge=1024)
     max_prompt_chars: int = Field(default=100_000, ge=1)
     snapshot_dir: Path | None = Field(default=None, description="write YAML turn snapshots here")
+    # -- who may use the server (see the README's "Security") ------------------------------
+    auth: AuthMode | None = Field(
+        default=None,
+        description="none, users, proxy or oidc; unset means none on a loopback address, "
+        "and a refusal to start on any other",
+    )
+    users: Path = Field(
+        default=Path("webchat-users.yaml"), description="users file of --auth users (YAML)"
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="the deployment's secret (session cookies, key fingerprints); the same "
+        "on every process. Unset: read from (or created in) secret_file, or Redis",
+    )
+    secret_file: Path | None = Field(
+        default=None, description="where the generated secret is kept (default: beside db)"
+    )
+    session_max_age: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="seconds a browser login lasts"
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host header names the server answers to (default: the loopback names "
+        "when bound to loopback; required with auth on any other address); '*' for any",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-* and user headers are trusted",
+    )
+    proxy_user_header: str = "X-Forwarded-User"
+    proxy_email_header: str | None = "X-Forwarded-Email"
+    proxy_groups_header: str | None = "X-Forwarded-Groups"
+    admin_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="proxy/oidc groups whose members are admins"
+    )
+    oidc_issuer: str | None = Field(default=None, description="OpenID Connect issuer URL")
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_scopes: str = "openid email profile"
+    oidc_groups_claim: str = "groups"
+    oidc_allowed_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="when set, only members of these groups may log in"
+    )
+    # -- quotas, per user ---------------------------------------------------------------
+    max_active_runs: int = Field(default=4, ge=1, description="concurrent runs per user")
+    runs_per_minute: int = Field(default=30, ge=1, description="runs a user may start a minute")
+    max_conversations: int = Field(default=1000, ge=1, description="stored conversations per user")
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1, description="failed log-ins and bad credentials per client address"
+    )
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("openai_api_key", "OPENAI_API_KEY")
     )
@@ -66,7 +117,14 @@ class ServerSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("anthropic_api_key", "ANTHROPIC_API_KEY")
     )
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator(
+        "allowed_origins",
+        "allowed_hosts",
+        "trusted_proxies",
+        "admin_groups",
+        "oidc_allowed_groups",
+        mode="before",
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -79,7 +137,14 @@ class ServerSettings(BaseSettings):
         value = value.strip().rstrip("/")
         return value if not value or value.startswith("/") else "/" + value
 
-    @field_validator("openai_api_key", "anthropic_api_key", mode="before")
+    @field_validator(
+        "openai_api_key",
+        "anthropic_api_key",
+        "secret_key",
+        "oidc_client_secret",
+        "auth",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value

@@ -59,7 +59,7 @@ def make_app(tmp_path: Path) -> AppFactory:
         app = create_app(ServerSettings(db=":memory:", profiles=path, **settings))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with AppClient(transport=transport, base_url="http://testserver") as client:
+            async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
                 client.app = app
                 yield client
 

@@ -75,7 +75,7 @@ async def test_create_app_setup_registers_a_tool_a_profile_uses(
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with AppClient(transport=transport, base_url="http://testserver") as client:
+        async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
             frames = await shout_run(client, "app-1")
     results = of_type(frames, "tool.result")
     assert [r["result"] for r in results] == ["HI!"]
@@ -111,7 +111,7 @@ async def test_create_app_takes_a_callable_and_mounts_inside_another_app(tmp_pat
     async with outer.router.lifespan_context(outer):
         transport = httpx.ASGITransport(app=outer)
         async with httpx.AsyncClient(
-            transport=transport, base_url="http://testserver/chat"
+            transport=transport, base_url="http://127.0.0.1/chat"
         ) as client:
             frames = await shout_run(client, "app-2")
             assert (await client.get("/healthz")).status_code == 200

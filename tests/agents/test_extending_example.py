@@ -53,7 +53,7 @@ async def serve(tmp_path: Path, agent: str, extension: ExtendingApp) -> AsyncIte
     app = create_app(ServerSettings(db=":memory:", profiles=path), setup=extension.setup)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with AppClient(transport=transport, base_url="http://testserver") as client:
+        async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
             client.app = app
             yield client
 

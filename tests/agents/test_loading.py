@@ -132,13 +132,13 @@ async def test_the_agent_path_is_part_of_the_signature(write_module: ModuleWrite
     try:
         builder = EngineBuilder(profiles, transport)
         a, b = builder.build_config("a"), builder.build_config("b")
-        assert json.loads(a.signature())["agent"] == f"{module}:hello"
-        assert a.signature() != b.signature()
-        assert a.model_copy(
-            update={"agent": f"{module}:bonjour", "profile_slug": "b"}
-        ).signature() == (b.signature())
+        assert json.loads(builder.signature(a))["agent"] == f"{module}:hello"
+        assert builder.signature(a) != builder.signature(b)
+        assert builder.signature(
+            a.model_copy(update={"agent": f"{module}:bonjour", "profile_slug": "b"})
+        ) == builder.signature(b)
         # No agent: no key at all, so existing conversations keep their signatures.
-        assert "agent" not in json.loads(builder.build_config("plain").signature())
+        assert "agent" not in json.loads(builder.signature(builder.build_config("plain")))
     finally:
         await transport.close()
 

@@ -85,7 +85,7 @@ def make_client(profiles_file: Path) -> ClientFactory:
         app = create_app(ServerSettings(**settings))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with AppClient(transport=transport, base_url="http://testserver") as client:
+            async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
                 client.app = app
                 yield client
 

@@ -1,4 +1,5 @@
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -247,9 +248,10 @@ async def test_provider_failure_ends_with_run_failed_and_no_secret(make_client: 
         assert len(failed) == 1 and "openai" in failed[0]["error"]
         assert "error" in [f["type"] for f in frames]
         info = await client.get("/api/conversations/f-1")
-        assert "sha256:" in info.text
+        assert "hmac-sha256:" in info.text  # a keyed fingerprint of the key, not the key
+        plain = hashlib.sha256(b"sk-test-SECRET-9").hexdigest()[:12]
         for text in (info.text, json.dumps(frames)):
-            assert "SECRET" not in text
+            assert "SECRET" not in text and plain not in text
         # A failure leaves the conversation usable.
         assert info.json()["running"] is False
         assert info.json()["turns"][0]["metadata"]["error"]
@@ -453,7 +455,7 @@ async def test_an_unexpected_failure_anywhere_is_a_json_500(profiles_file: Path)
         app = create_app(settings)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
                 redis.stop()
                 for path in ("/api/conversations", "/api/conversations/gone/timeline"):
                     response = await http.get(path)

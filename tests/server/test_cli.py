@@ -255,7 +255,7 @@ async def test_the_provider_key_never_leaks(
             info = await get(f"/api/conversations/{conv_id}")
             # The key is part of the configuration (rotating it must rebuild), as a fingerprint.
             fingerprint = info["signature"]["step_settings"]["api_key"]
-            assert isinstance(fingerprint, str) and fingerprint.startswith("sha256:")
+            assert isinstance(fingerprint, str) and fingerprint.startswith("hmac-sha256:")
             assert info["running"] is False
             assert info["turns"][-1]["metadata"].get("error")
             await get(f"/api/conversations/{conv_id}/timeline?since=0")

@@ -70,7 +70,9 @@ def steer_towards_real_requests(schema: BaseSchema) -> None:
 @pytest.fixture
 def api_schema(profiles_file: Path) -> BaseSchema:
     # schemathesis runs the app's lifespan itself, and ends it with the test.
-    app = create_app(ServerSettings(db=":memory:", profiles=profiles_file))
+    # schemathesis calls the app as http://testserver
+    settings = ServerSettings(db=":memory:", profiles=profiles_file, allowed_hosts=["testserver"])
+    app = create_app(settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     steer_towards_real_requests(schema)
     return schema
@@ -105,5 +107,5 @@ def test_the_document_declares_error_shapes_and_the_conv_id_pattern(profiles_fil
             if "{conv_id}" in path:
                 assert {"404", "422"} <= set(operation["responses"]), (method, path)
     runs = document["paths"]["/chat"]["post"]["responses"]
-    assert set(runs) == {"200", "202", "400", "403", "404", "409", "413", "422"}
+    assert set(runs) == {"200", "202", "400", "401", "403", "404", "409", "413", "422", "429"}
     assert "HTTPValidationError" not in document["components"]["schemas"]

@@ -325,5 +325,137 @@ async def test_null_store_satisfies_the_protocol():
     assert await null.load_turns("conv-1") == []
     assert await null.frames_since("conv-1", 0) == []
     assert await null.last_seq("conv-1") == 0
+    assert await null.count_conversations("alice") == 0
+    assert await null.owner_of("conv-1") is None
     assert (null.queued, null.writes_applied, null.write_errors) == (0, 0, 0)
     await null.close()
+
+
+# The schema as version 1 shipped it, verbatim: a database written before ownership existed.
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    conv_id      TEXT PRIMARY KEY,
+    session_id   TEXT NOT NULL,
+    profile_slug TEXT NOT NULL,
+    overrides    TEXT,
+    signature    TEXT NOT NULL DEFAULT '',
+    title        TEXT NOT NULL DEFAULT '',
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    last_seq     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS conversations_by_update
+    ON conversations (updated_at DESC, conv_id DESC);
+CREATE TABLE IF NOT EXISTS turns (
+    conv_id TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    turn_id TEXT NOT NULL,
+    body    TEXT NOT NULL,
+    PRIMARY KEY (conv_id, idx)
+);
+CREATE TABLE IF NOT EXISTS frames (
+    conv_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    type    TEXT NOT NULL,
+    json    TEXT NOT NULL,
+    PRIMARY KEY (conv_id, seq)
+);
+PRAGMA user_version = 1;
+"""
+
+
+def schema_of(path: Path) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(path) as conn:
+        rows = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master"))
+    conn.close()
+    return rows
+
+
+async def test_a_version_1_database_is_migrated_in_place(db_path, tmp_path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO conversations VALUES ('old', 'sess-1', 'default', NULL, 'sig', 't', "
+            "1.0, 2.0, 0)"
+        )
+        conn.execute("INSERT INTO frames VALUES ('old', 1, 'log', '{}')")
+    conn.close()
+
+    store = await reopen(db_path)
+    try:
+        old = await store.get_conversation("old")
+        assert old is not None
+        assert (old.owner, old.title, old.last_seq) == ("", "t", 1)
+        assert await store.frames_since("old", 0) == [(1, "{}")]
+        assert await store.owner_of("old") is None
+        assert await store.claim_owner("old", "alice") == "alice"
+        store.save_conversation(make_record("new", owner="alice", updated_at=3.0))
+        assert [r.conv_id for r in await store.list_conversations(owner="alice")] == ["new"]
+        assert await store.count_conversations("") == 1
+    finally:
+        await store.close()
+
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (2,)
+        plan = " ".join(
+            str(row)
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT conv_id FROM conversations WHERE owner = ? "
+                "ORDER BY updated_at DESC, conv_id DESC",
+                ("alice",),
+            )
+        )
+    conn.close()
+    assert "conversations_by_owner" in plan and "TEMP B-TREE" not in plan
+
+    # Migrated and new databases end with the same schema.
+    fresh_path = tmp_path / "fresh.db"
+    fresh = await reopen(fresh_path)
+    await fresh.close()
+    assert schema_of(db_path) == schema_of(fresh_path)
+
+
+async def test_a_failed_migration_leaves_the_database_as_it_was(db_path):
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as conn:
+        conn.executescript(V1_SCHEMA)
+        conn.execute("CREATE TABLE owners (x)")  # in the way of step 2
+    conn.close()
+    before = schema_of(db_path)
+    store = SQLiteStore(db_path)
+    with pytest.raises(sqlite3.OperationalError):
+        await store.open()
+    await store.close()
+    assert schema_of(db_path) == before
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    conn.close()
+
+
+async def test_a_claim_is_committed_before_it_answers(db_path):
+    store = await reopen(db_path)
+    try:
+        assert await store.claim_owner("conv-1", "alice") == "alice"
+        # Another connection (another process) sees it at once, not after a flush.
+        with sqlite3.connect(db_path) as conn:
+            assert conn.execute("SELECT owner FROM owners").fetchall() == [("alice",)]
+        conn.close()
+    finally:
+        await store.close()
+
+
+async def test_a_claim_waits_for_another_process_holding_the_write_lock(db_path):
+    store = await reopen(db_path)
+    try:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO owners VALUES ('conv-1', 'bob', 0)")
+        claim = asyncio.create_task(store.claim_owner("conv-1", "alice"))
+        await asyncio.sleep(0.2)
+        assert not claim.done()  # waiting on the busy timeout, not failed
+        other.execute("COMMIT")
+        other.close()
+        assert await asyncio.wait_for(claim, timeout=5) == "bob"
+    finally:
+        await store.close()

@@ -31,6 +31,7 @@ class LiveServer:
             log_level="warning",
             timeout_graceful_shutdown=5,
             ws_max_size=MAX_MESSAGE_BYTES,  # as `webchat serve` runs it
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)

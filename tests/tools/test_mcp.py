@@ -202,7 +202,7 @@ async def app_client(profiles: list[dict[str, Any]], tmp_path: Path) -> AsyncIte
     app = create_app(ServerSettings(db=":memory:", profiles=path))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with AppClient(transport=transport, base_url="http://testserver") as client:
+        async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
             client.app = app
             yield client
 
@@ -523,7 +523,7 @@ async def test_secrets_never_reach_the_api_the_signature_or_the_logs(
         assert str(result["result"]) == "true"  # and the env reached the process
         described = await client.get("/api/conversations/c-sec")
         builder: EngineBuilder = client.service.builder
-        signature = builder.build_config("mcp").signature()
+        signature = builder.signature(builder.build_config("mcp"))
 
     assert listed.status_code == 200
     assert listed.json()[0]["mcp_servers"] == ["math", "web"]
@@ -532,21 +532,26 @@ async def test_secrets_never_reach_the_api_the_signature_or_the_logs(
         for secret in secrets:
             assert secret not in text
     signed = json.loads(signature)["mcp_servers"]
-    assert signed[0]["env"] == {"MATH_SECRET": fingerprint(ENV_SECRET)}
-    assert signed[1]["headers"] == {"Authorization": fingerprint(HEADER_SECRET)}
+    assert signed[0]["env"] == {"MATH_SECRET": builder.fingerprint(ENV_SECRET)}
+    assert signed[1]["headers"] == {"Authorization": builder.fingerprint(HEADER_SECRET)}
     assert described.json()["signature"]["mcp_servers"] == signed
     assert "MCP server 'web' connected" in caplog.text  # the logs did see the connections
 
 
 def test_rotating_a_secret_changes_the_signature() -> None:
+    key = b"k" * 32
+
     def signature(secret: str) -> str:
         profile = {"slug": "p", "mcp_servers": [stdio_server(env={"TOKEN": secret})]}
         profiles = ProfileRegistry([Profile.model_validate(profile)])
-        builder = EngineBuilder(profiles, create_transport("memory"))
-        return builder.build_config("p").signature()
+        builder = EngineBuilder(profiles, create_transport("memory"), fingerprint_key=key)
+        return builder.signature(builder.build_config("p"))
 
     assert signature("one") == signature("one") != signature("two")
-    assert "one" not in signature("one").replace("sha256:", "")
+    assert json.loads(signature("one"))["mcp_servers"][0]["env"] == {
+        "TOKEN": fingerprint("one", key)
+    }
+    assert "one" not in signature("one").replace("hmac-sha256:", "")
 
 
 def test_requests_cannot_override_mcp_servers() -> None:

@@ -29,7 +29,7 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import redis.asyncio as aredis
@@ -60,6 +60,7 @@ class PendingRun:
 class StoredResponse:
     status_code: int
     body: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,7 +496,12 @@ def _decode_key_use(value: Any) -> tuple[str | None, StoredResponse | None]:
             return None, None
         if "status_code" not in data:
             return fingerprint, None
-        return fingerprint, StoredResponse(int(data["status_code"]), dict(data["body"]))
+        headers = data.get("headers") or {}
+        return fingerprint, StoredResponse(
+            int(data["status_code"]),
+            dict(data["body"]),
+            {str(k): str(v) for k, v in headers.items()},
+        )
     except (ValueError, TypeError, KeyError):
         return None, None
 

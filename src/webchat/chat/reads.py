@@ -108,25 +108,33 @@ class ConversationReads:
             "turns": [t.model_dump(mode="json", exclude_none=True) for t in conversation.turns],
         }
 
-    async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_conversations(
+        self, limit: int = 100, *, owner: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Newest first; ``owner``: only that user's (None: everyone's)."""
         listed: dict[str, dict[str, Any]] = {}
-        for record in await self.store.list_conversations(limit=limit):
+        for record in await self.store.list_conversations(limit=limit, owner=owner):
             listed[record.conv_id] = {
                 "conv_id": record.conv_id,
                 "profile": record.profile_slug,
                 "title": record.title,
+                "owner": record.owner,
                 "updated_at": record.updated_at,
                 "running": False,
             }
         for conversation in self.manager.all():
             if not self.manager.is_durable(conversation):
                 continue  # only joined: not history until something runs in it
+            conversation_owner = self.manager.owner_of(conversation.conv_id)
+            if owner is not None and conversation_owner != owner:
+                continue
             entry = listed.setdefault(
                 conversation.conv_id,
                 {
                     "conv_id": conversation.conv_id,
                     "profile": conversation.profile_slug,
                     "title": "",
+                    "owner": conversation_owner,
                     "updated_at": time.time(),
                 },
             )

@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from webchat.auth.principal import LOCAL_USER, Principal
+from webchat.chat.access import ConversationAccess
 from webchat.chat.coordination import Coordination, PendingRun
+from webchat.chat.quotas import RunQuotas
 from webchat.chat.reads import ConversationReads
 from webchat.conversation import Conversation, ConversationManager, EngineBuilder
 from webchat.conversation.pool import SERVICE_RESTART_CODE
@@ -74,8 +77,11 @@ class RunScheduler:
         manager: ConversationManager,
         reads: ConversationReads,
         *,
+        access: ConversationAccess,
+        quotas: RunQuotas | None = None,
         shared_state: bool = False,
     ) -> None:
+        """``quotas``: per-user run limits (None: unlimited, as for ``--auth none``)."""
         self.settings = settings
         self.profiles = profiles
         self.transport = transport
@@ -84,6 +90,8 @@ class RunScheduler:
         self.coordination = coordination
         self.manager = manager
         self.reads = reads
+        self.access = access
+        self.quotas = quotas
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -127,8 +135,11 @@ class RunScheduler:
 
     # -- runs ------------------------------------------------------------------------------
 
-    async def submit(self, profile_slug: str, request: RunRequest) -> RunAccepted:
-        """Start (or queue) a run; raises a ``WebchatError`` with the right status otherwise."""
+    async def submit(
+        self, profile_slug: str, request: RunRequest, user: Principal = LOCAL_USER
+    ) -> RunAccepted:
+        """Start (or queue) a run by ``user`` in a conversation of theirs (a new id becomes
+        theirs); raises a ``WebchatError`` with the right status otherwise."""
         if len(request.prompt) > self.settings.max_prompt_chars:
             raise PromptTooLargeError(
                 f"prompt is {len(request.prompt)} characters; "
@@ -142,7 +153,19 @@ class RunScheduler:
         profile = self.profiles.get(profile_slug)
         # Validate the request before any policy decision, so a bad one never waits in line.
         self.builder.build_config(profile.slug, request.overrides)
+        await self.access.claim(conv_id, user, to_write=True)
         inference_id = new_id()
+        if self.quotas is not None:
+            await self.quotas.acquire(user.id, inference_id)
+        try:
+            return await self._admit(conv_id, profile, request, inference_id)
+        except BaseException:
+            await self._release_slot(conv_id, inference_id, user.id)
+            raise
+
+    async def _admit(
+        self, conv_id: str, profile: Profile, request: RunRequest, inference_id: str
+    ) -> RunAccepted:
         holder = await self.coordination.try_lock(conv_id, inference_id)
         if holder is not None and await self._ending(conv_id, holder):
             holder = await self.coordination.try_lock(conv_id, inference_id)
@@ -161,6 +184,19 @@ class RunScheduler:
         except BaseException:
             await self.coordination.unlock(conv_id, inference_id)
             raise
+
+    async def _release_slot(self, conv_id: str, inference_id: str, owner: str | None) -> None:
+        """Give back the quota slot of a run that ended (or never started). The run's user
+        is the conversation's owner: nobody else may start runs in it."""
+        if self.quotas is None:
+            return
+        if owner is None:
+            owner = await self.access.owner(conv_id)
+        if owner is not None:
+            try:
+                await self.quotas.release(owner, inference_id)
+            except Exception:  # Redis away: the slot's lease frees it later
+                log.warning("could not release the run slot of %s", inference_id)
 
     async def _start(
         self,
@@ -232,6 +268,7 @@ class RunScheduler:
         """After a run: persist it, then hand the lock to the next queued run or release it."""
         conv_id = conversation.conv_id
         self.manager.persist(conversation)
+        await self._release_slot(conv_id, handle.inference_id, None)
         await conversation.wait_for_end_frame(handle.inference_id)
         await self.store.flush()  # the next run may start on another process
         try:
@@ -267,6 +304,7 @@ class RunScheduler:
             except Exception as exc:
                 # The client was promised this inference id: end it visibly.
                 log.warning("queued run %s could not start: %s", pending.inference_id, exc)
+                await self._release_slot(conv_id, pending.inference_id, None)
                 await self._publish_failure(
                     conv_id, pending.inference_id, f"queued run could not start: {exc}"
                 )
@@ -293,6 +331,7 @@ class RunScheduler:
     async def _close_orphan(self, conv_id: str, inference_id: str) -> None:
         """The process running ``inference_id`` died: tell the clients, start what waits."""
         log.warning("closing run %s of %s: its server stopped", inference_id, conv_id)
+        await self._release_slot(conv_id, inference_id, None)
         await self._publish_failure(
             conv_id, inference_id, "the server running this inference stopped"
         )
@@ -303,8 +342,9 @@ class RunScheduler:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def cancel(self, conv_id: str) -> dict[str, Any]:
+    async def cancel(self, conv_id: str, user: Principal = LOCAL_USER) -> dict[str, Any]:
         """Cancel the active run wherever it runs; returns once it has let go (or 15 s)."""
+        await self.access.check_act(conv_id, user)
         holder = await self.coordination.holder(conv_id)
         if holder is not None and await self._ending(conv_id, holder):
             holder = None  # it had ended already; only its lock was still being let go

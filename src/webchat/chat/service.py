@@ -15,11 +15,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from webchat.auth.principal import LOCAL_USER, Principal
+from webchat.chat.access import ConversationAccess
 from webchat.chat.coordination import (
     Coordination,
     StoredResponse,
     request_fingerprint,
 )
+from webchat.chat.quotas import RunQuotas
 from webchat.chat.reads import ConversationReads
 from webchat.chat.scheduler import (
     CONV_ID_PATTERN,
@@ -67,9 +70,13 @@ class ChatService:
         coordination: Coordination,
         *,
         manager: ConversationManager,
+        access: ConversationAccess | None = None,
+        quotas: RunQuotas | None = None,
         shared_state: bool = False,
     ) -> None:
-        """``manager`` is the ConversationManager the composition root built."""
+        """``manager`` is the ConversationManager the composition root built; ``access``
+        decides who may use which conversation (default: ownership without a cap);
+        ``quotas`` limits each user's runs (default: none)."""
         self.settings = settings
         self.profiles = profiles
         self.transport = transport
@@ -79,6 +86,7 @@ class ChatService:
         self.coordination = coordination
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
+        self.access = access or ConversationAccess(store, max_conversations=None)
         self.reads = ConversationReads(manager, store, coordination, shared_state=shared_state)
         self.scheduler = RunScheduler(
             settings,
@@ -89,6 +97,8 @@ class ChatService:
             coordination,
             manager,
             self.reads,
+            access=self.access,
+            quotas=quotas,
             shared_state=shared_state,
         )
 
@@ -129,17 +139,20 @@ class ChatService:
         idempotency_key: str | None,
         *,
         request_line: str,
+        user: Principal = LOCAL_USER,
     ) -> StoredResponse:
         """``submit`` as an HTTP response; a repeated idempotency key gets the first one.
 
         A key is bound to its request: ``request_line`` (method and path), the body and the
         profile the request resolves to. The same key with another request gets a 422, never
-        the response of a request it did not make.
+        the response of a request it did not make. Keys are per user: another user's
+        identical key is another key.
         """
         fingerprint = request_fingerprint(
             request_line, profile_slug, request.model_dump(mode="json")
         )
         if idempotency_key:
+            idempotency_key = f"{user.id}:{idempotency_key}"
             try:
                 first = await self.coordination.claim(idempotency_key, fingerprint)
             except IdempotencyKeyReusedError as exc:
@@ -147,13 +160,15 @@ class ChatService:
             if first is not None:
                 return first
         try:
-            accepted = await self.submit(profile_slug, request)
+            accepted = await self.submit(profile_slug, request, user)
             response = StoredResponse(
                 200 if accepted.status == "running" else 202,
                 accepted.model_dump(exclude_none=True),
             )
         except WebchatError as exc:
-            response = StoredResponse(exc.status_code, {"error": exc.message, **exc.details})
+            response = StoredResponse(
+                exc.status_code, {"error": exc.message, **exc.details}, exc.headers
+            )
         except Exception as exc:
             # Still settle the key: a retry with it must get an answer, not wait forever.
             log.exception("run request failed")
@@ -162,13 +177,15 @@ class ChatService:
             await self.coordination.settle(idempotency_key, fingerprint, response)
         return response
 
-    async def submit(self, profile_slug: str, request: RunRequest) -> RunAccepted:
+    async def submit(
+        self, profile_slug: str, request: RunRequest, user: Principal = LOCAL_USER
+    ) -> RunAccepted:
         """Start (or queue) a run; raises a ``WebchatError`` with the right status otherwise."""
-        return await self.scheduler.submit(profile_slug, request)
+        return await self.scheduler.submit(profile_slug, request, user)
 
-    async def cancel(self, conv_id: str) -> dict[str, Any]:
+    async def cancel(self, conv_id: str, user: Principal = LOCAL_USER) -> dict[str, Any]:
         """Cancel the active run wherever it runs; returns once it has let go (or 15 s)."""
-        return await self.scheduler.cancel(conv_id)
+        return await self.scheduler.cancel(conv_id, user)
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -180,12 +197,15 @@ class ChatService:
         since: int | None,
         *,
         hello: Callable[[Conversation], str] | None = None,
+        user: Principal = LOCAL_USER,
     ) -> tuple[Conversation, Client]:
-        """Join a conversation (creating it if absent, never rebuilding it).
+        """Join a conversation of ``user``'s (creating it, and making it theirs, if absent;
+        never rebuilding it). Admins may join anyone's to watch.
 
         ``hello`` builds the greeting the client gets first (the route passes the wire
         protocol's ``ws.hello``); ``None``: no greeting.
         """
+        await self.access.claim(conv_id, user, to_write=False)
         conversation = await self.manager.join(conv_id, profile_slug)
         older = await self.reads.older_frames(conversation, since)
         greeting = hello(conversation) if hello is not None else None
@@ -199,16 +219,24 @@ class ChatService:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def timeline(self, conv_id: str, since: int = 0) -> dict[str, Any]:
+    async def timeline(
+        self, conv_id: str, since: int = 0, user: Principal = LOCAL_USER
+    ) -> dict[str, Any]:
+        await self.access.check_read(conv_id, user)
         return await self.reads.timeline(conv_id, since)
 
-    async def describe(self, conv_id: str) -> dict[str, Any]:
+    async def describe(self, conv_id: str, user: Principal = LOCAL_USER) -> dict[str, Any]:
         """The conversation as it is: from memory when loaded, else from the store (a read
         never loads or creates a conversation)."""
+        await self.access.check_read(conv_id, user)
         return await self.reads.describe(conv_id)
 
-    async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
-        return await self.reads.list_conversations(limit)
+    async def list_conversations(
+        self, limit: int = 100, user: Principal = LOCAL_USER
+    ) -> list[dict[str, Any]]:
+        """The user's conversations, newest first (an admin's list holds everyone's)."""
+        owner = None if user.is_admin else user.id
+        return await self.reads.list_conversations(limit, owner=owner)
 
     # -- metrics ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ middlewares in listed order, then the system prompt (innermost).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from webchat.agents import AgentBinding, create_agent_engine, is_import_path, load_tool
-from webchat.conversation.config import EngineConfig
+from webchat.conversation.config import EngineConfig, fingerprint
 from webchat.engines import Engine, RunContext, StepSettings, create_engine
 from webchat.errors import InvalidRequestError, OverridesNotAllowedError, WebchatError
 from webchat.events import EventSink
@@ -77,6 +78,17 @@ class ComposedEngine:
 
 
 class EngineBuilder:
+    """Builds configs and engines, and signs configs.
+
+    ``fingerprint_key`` keys the fingerprints of secrets in every signature this builder
+    makes (see ``webchat.conversation.config``). Processes that must agree on signatures,
+    i.e. every process of a deployment, must be given the same key: the composition root
+    derives it from the deployment's secret. Left out, a random key is made for this builder
+    alone: fine for tests and for a single process without a configured secret, where only
+    that process compares its signatures. (Records it stores then carry fingerprints a later
+    process cannot reproduce; stored signatures are only shown, never compared.)
+    """
+
     def __init__(
         self,
         profiles: ProfileRegistry,
@@ -85,7 +97,13 @@ class EngineBuilder:
         provider_keys: ProviderKeys | None = None,
         sink_wrappers: tuple[SinkWrapper, ...] = (),
         mcp_pool: McpPool | None = None,
+        fingerprint_key: bytes | None = None,
     ) -> None:
+        if fingerprint_key is not None and not fingerprint_key:
+            raise ValueError("fingerprint_key must not be empty (pass None for a random key)")
+        self._fingerprint_key = (
+            fingerprint_key if fingerprint_key is not None else secrets.token_bytes(32)
+        )
         self.profiles = profiles
         self.mcp = mcp_pool or McpPool()
         """MCP connections shared by conversations; whoever passes the pool closes it."""
@@ -137,6 +155,17 @@ class EngineBuilder:
 
     # -- composition -----------------------------------------------------------------------
 
+    def signature(self, config: EngineConfig) -> str:
+        """``config``'s signature with secrets fingerprinted under this builder's key: what
+        the manager compares to decide whether a conversation's engine must be rebuilt, and
+        what the API shows as a conversation's configuration."""
+        return config.signature(self._fingerprint_key)
+
+    def fingerprint(self, secret: str) -> str:
+        """``secret``'s fingerprint as this builder's signatures show it, so a caller can
+        recognise a secret in a signature without being handed the key."""
+        return fingerprint(secret, self._fingerprint_key)
+
     def build_config(
         self, profile_slug: str, overrides: Overrides | Mapping[str, Any] | None = None
     ) -> EngineConfig:
@@ -161,7 +190,7 @@ class EngineBuilder:
             mcp_servers=tuple(profile.mcp_servers),
             agent=profile.agent,
         )
-        config.signature()  # fail here, as a bad request, if anything is not canonical JSON
+        self.signature(config)  # fail here, as a bad request, if anything is not canonical JSON
         return config
 
     def build_from_config(

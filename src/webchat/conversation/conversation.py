@@ -86,6 +86,7 @@ class Conversation:
         conv_id: str,
         *,
         config: EngineConfig,
+        signature: str,
         engine: ComposedEngine,
         sink: EventSink,
         subscription: Subscription,
@@ -101,7 +102,8 @@ class Conversation:
         self.overrides = dict(overrides) if overrides else None
         self.frame_listener = frame_listener
         self.config = config
-        self.signature = config.signature()
+        self.signature = signature
+        """``config``'s signature as the builder made it (keyed by the deployment's key)."""
         self.engine = engine
         self.sink = sink
         self.subscription = subscription
@@ -245,6 +247,7 @@ class Conversation:
     def replace_engine(
         self,
         config: EngineConfig,
+        signature: str,
         overrides: Mapping[str, Any] | None,
         engine: ComposedEngine,
         sink: EventSink,
@@ -254,7 +257,7 @@ class Conversation:
         """Swap in a rebuilt engine; the caller has stopped the old stream and starts the new."""
         self.config = config
         self.overrides = dict(overrides) if overrides else None
-        self.signature = config.signature()
+        self.signature = signature
         self.engine = engine
         self.sink = sink
         self.subscription = subscription

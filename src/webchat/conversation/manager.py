@@ -57,6 +57,7 @@ class ConversationManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._records: dict[str, ConversationRecord] = {}
+        self._owners: dict[str, str] = {}
         # Counters of conversations that are gone, so totals never go backwards.
         self._retired = {"frames_sent": 0, "clients_dropped": 0, "rebuilds": 0}
         self._saved_turns: dict[str, int] = {}
@@ -114,7 +115,7 @@ class ConversationManager:
         """For a run request: a conversation whose engine matches the request's config."""
         config = self.builder.build_config(profile_slug, overrides)  # 400/403/404 before locking
         overrides_data = _as_dict(overrides)
-        signature = config.signature()
+        signature = self.builder.signature(config)
         existing = self._conversations.get(conv_id)
         if existing is not None and existing.signature == signature:
             existing.touch()
@@ -144,6 +145,10 @@ class ConversationManager:
     ) -> Conversation:
         turns: list[Turn] = []
         start_seq = 0
+        if self.store is not None:
+            # Claimed before the conversation is built (webchat.chat.access): the owner goes
+            # into every record saved from here, for listings by owner.
+            self._owners[conv_id] = await self.store.owner_of(conv_id) or ""
         if record is not None and self.store is not None:
             turns = await self.store.load_turns(conv_id)
             start_seq = max(record.last_seq, await self.store.last_seq(conv_id))
@@ -159,6 +164,7 @@ class ConversationManager:
         conversation = Conversation(
             conv_id,
             config=config,
+            signature=self.builder.signature(config),
             engine=engine,
             sink=sink,
             subscription=subscription,
@@ -201,6 +207,7 @@ class ConversationManager:
             created_at=previous.created_at if previous else now,
             updated_at=now,
             last_seq=conversation.last_seq,
+            owner=self._owners.get(conversation.conv_id) or (previous.owner if previous else ""),
         )
         self._records[conversation.conv_id] = record
         self.store.save_conversation(record)
@@ -209,6 +216,10 @@ class ConversationManager:
         ):
             self.store.save_turn(conversation.conv_id, index, conversation.session.turns[index])
         self._saved_turns[conversation.conv_id] = len(conversation.session.turns)
+
+    def owner_of(self, conv_id: str) -> str:
+        """The owner of a loaded conversation, as it was when it was loaded ('' if none)."""
+        return self._owners.get(conv_id, "")
 
     def note_saved_turns(self, conv_id: str, count: int) -> None:
         """The store already holds the first ``count`` turns (another process wrote them)."""
@@ -232,7 +243,15 @@ class ConversationManager:
         subscription, close_on_replace = await self.subscribers(
             conversation.conv_id, after_seq=transport_after_seq(last_seq)
         )
-        conversation.replace_engine(config, overrides, engine, sink, subscription, close_on_replace)
+        conversation.replace_engine(
+            config,
+            self.builder.signature(config),
+            overrides,
+            engine,
+            sink,
+            subscription,
+            close_on_replace,
+        )
         await conversation.stream.start()
         await old_engine.aclose()
         self.builds += 1
@@ -323,6 +342,7 @@ class ConversationManager:
         if self.is_durable(conversation):
             self.persist(conversation)
         self._records.pop(conv_id, None)
+        self._owners.pop(conv_id, None)
         self._saved_turns.pop(conv_id, None)
         self._retired["frames_sent"] += conversation.pool.frames_sent
         self._retired["clients_dropped"] += conversation.pool.clients_dropped

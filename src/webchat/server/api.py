@@ -22,6 +22,7 @@ from webchat.server.schemas import (
     Timeline,
     errors,
 )
+from webchat.server.security import principal_of
 
 router = APIRouter()
 
@@ -61,7 +62,7 @@ RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "The run is queued behind the active one",
         "links": RUN_LINKS,
     },
-    **errors(400, 403, 404, 409, 413, 422),
+    **errors(400, 401, 403, 404, 409, 413, 422, 429),
 }
 
 
@@ -99,9 +100,13 @@ async def _start_run(
     request: Request, body: RunRequest, profile: str, idempotency_key: str | None
 ) -> JSONResponse:
     response = await service_of(request).submit_once(
-        profile, body, idempotency_key, request_line=f"{request.method} {request.url.path}"
+        profile,
+        body,
+        idempotency_key,
+        request_line=f"{request.method} {request.url.path}",
+        user=principal_of(request),
     )
-    return JSONResponse(response.body, status_code=response.status_code)
+    return JSONResponse(response.body, status_code=response.status_code, headers=response.headers)
 
 
 @router.post("/chat", response_model=RunAccepted, responses=RUN_RESPONSES)
@@ -135,39 +140,41 @@ async def chat_with_profile(
     "/api/conversations/{conv_id}/cancel",
     operation_id="cancel",
     response_model=CancelResult,
-    responses=errors(404, 413, 422),
+    responses=errors(401, 403, 404, 413, 422),
 )
 async def cancel(request: Request, conv_id: ConvId) -> dict[str, Any]:
-    return await service_of(request).cancel(conv_id)
+    return await service_of(request).cancel(conv_id, principal_of(request))
 
 
-@router.get("/api/conversations", response_model=ConversationList, responses=errors(422))
+@router.get("/api/conversations", response_model=ConversationList, responses=errors(401, 422))
 async def conversations(
     request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
-    return {"conversations": await service_of(request).list_conversations(limit)}
+    """The caller's conversations (an admin's: everyone's), newest first."""
+    listed = await service_of(request).list_conversations(limit, principal_of(request))
+    return {"conversations": listed}
 
 
 @router.get(
     "/api/conversations/{conv_id}",
     operation_id="conversation",
     response_model=ConversationDescription,
-    responses=errors(404, 422),
+    responses=errors(401, 404, 422),
 )
 async def conversation(request: Request, conv_id: ConvId) -> dict[str, Any]:
-    return await service_of(request).describe(conv_id)
+    return await service_of(request).describe(conv_id, principal_of(request))
 
 
 @router.get(
     "/api/conversations/{conv_id}/timeline",
     operation_id="timeline",
     response_model=Timeline,
-    responses=errors(404, 422),
+    responses=errors(401, 404, 422),
 )
 async def timeline(
     request: Request, conv_id: ConvId, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
 ) -> dict[str, Any]:
-    return await service_of(request).timeline(conv_id, since)
+    return await service_of(request).timeline(conv_id, since, principal_of(request))
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -22,8 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import webchat
 from webchat.agents import ImportPathError, import_object
+from webchat.auth.gate import check_auth_settings
 from webchat.errors import WebchatError
-from webchat.server import api, ws
+from webchat.server import api, auth_routes, ws
 from webchat.server.composition import (
     BuilderSetup,
     compose,
@@ -33,6 +34,7 @@ from webchat.server.composition import (
     make_transport,
 )
 from webchat.server.limits import BodyLimitMiddleware
+from webchat.server.security import SecurityMiddleware
 from webchat.settings import ServerSettings
 
 log = logging.getLogger("webchat.server")
@@ -80,15 +82,19 @@ def create_app(
     settings = settings or ServerSettings()
     extend = resolve_setup(setup if setup is not None else settings.app)  # fail at start-up
     profiles = load_profiles(settings)  # fail at start-up, not on the first request
+    mode = check_auth_settings(settings)  # e.g. --host 0.0.0.0 without --auth
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         parts = await compose(settings, profiles, setup=extend)
         app.state.components = parts
+        app.state.settings = settings
+        app.state.gate = parts.gate
         app.state.mcp = parts.mcp
         service = parts.service
         app.state.service = service
         await service.start()
+        parts.gate.start()
         log.info(
             "webchat %s ready: transport=%s db=%s profiles=%s",
             webchat.__version__,
@@ -104,10 +110,16 @@ def create_app(
     app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
     ws.quiet_invalid_utf8_tracebacks()
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last, so it runs first: nothing is read or parsed for a request it refuses.
+    app.add_middleware(SecurityMiddleware, root=settings.root)
 
     @app.exception_handler(WebchatError)
     async def webchat_error(request: Request, exc: WebchatError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, **exc.details}, status_code=exc.status_code)
+        return JSONResponse(
+            {"error": exc.message, **exc.details},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -136,6 +148,11 @@ def create_app(
     prefix = settings.root
     app.include_router(api.router, prefix=prefix)
     app.include_router(ws.router, prefix=prefix)
+    app.include_router(auth_routes.router, prefix=prefix)
+    if mode == "oidc":
+        from webchat.auth import oidc  # Authlib is loaded only where it is used
+
+        app.include_router(oidc.router, prefix=prefix)
 
     @app.get(prefix + "/", include_in_schema=False)
     async def index() -> Response:

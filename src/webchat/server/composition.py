@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from webchat.auth.gate import Gatekeeper, auth_mode
+from webchat.auth.revocations import LocalRevocations, RedisRevocations
+from webchat.auth.secret import deployment_secret
+from webchat.chat.access import ConversationAccess
 from webchat.chat.coordination import Coordination, LocalCoordination, RedisCoordination
+from webchat.chat.quotas import LocalRunQuotas, RedisRunQuotas, RunQuotas
 from webchat.chat.service import ChatService
 from webchat.conversation import (
     ConversationManager,
@@ -19,6 +24,7 @@ from webchat.conversation import (
     ProviderKeys,
     SubscriberFactory,
 )
+from webchat.conversation.config import derive_fingerprint_key
 from webchat.profiles import ProfileRegistry
 from webchat.settings import ServerSettings
 from webchat.storage import SQLiteStore, Store
@@ -32,6 +38,8 @@ __all__ = [
     "compose",
     "load_profiles",
     "make_coordination",
+    "make_quotas",
+    "make_revocations",
     "make_store",
     "make_transport",
     "shares_state",
@@ -77,6 +85,22 @@ def make_coordination(settings: ServerSettings) -> Coordination:
     return LocalCoordination()
 
 
+def make_revocations(settings: ServerSettings) -> LocalRevocations | RedisRevocations:
+    if shares_state(settings):
+        return RedisRevocations(settings.redis_url)
+    return LocalRevocations()
+
+
+def make_quotas(settings: ServerSettings) -> RunQuotas | None:
+    """Per-user run quotas; none for ``--auth none``, whose one implicit user is everyone."""
+    if auth_mode(settings) == "none":
+        return None
+    max_active, per_minute = settings.max_active_runs, settings.runs_per_minute
+    if shares_state(settings):
+        return RedisRunQuotas(settings.redis_url, max_active=max_active, per_minute=per_minute)
+    return LocalRunQuotas(max_active=max_active, per_minute=per_minute)
+
+
 @dataclass
 class Components:
     """Everything ``compose`` built, in build order."""
@@ -85,6 +109,9 @@ class Components:
     profiles: ProfileRegistry
     transport: Transport
     store: Store
+    gate: Gatekeeper
+    revocations: LocalRevocations | RedisRevocations
+    quotas: RunQuotas | None
     mcp: McpPool
     builder: EngineBuilder
     coordination: Coordination
@@ -95,7 +122,11 @@ class Components:
         """Close what ``compose`` built, in reverse order (the service closes the manager
         and the coordination it was given)."""
         await self.service.close()
+        await self.gate.aclose()
         await self.mcp.aclose()  # after the runs that could call a tool are gone
+        if self.quotas is not None:
+            await self.quotas.close()
+        await self.revocations.close()
         await self.store.close()
         await self.transport.close()
 
@@ -113,6 +144,10 @@ async def compose(
     transport = make_transport(settings)
     store = make_store(settings)
     await store.open()
+    secret = await deployment_secret(settings, shared=shares_state(settings))
+    revocations = make_revocations(settings)
+    gate = Gatekeeper(settings, secret, revocations)
+    quotas = make_quotas(settings)
     mcp = McpPool()  # MCP connections: opened on first use, closed by ``aclose``
     builder = EngineBuilder(
         profiles,
@@ -121,6 +156,9 @@ async def compose(
             openai=settings.openai_api_key, anthropic=settings.anthropic_api_key
         ),
         mcp_pool=mcp,
+        # Keyed by the deployment's secret: every process signs alike, and a fingerprint
+        # never lets anyone confirm a guessed key.
+        fingerprint_key=derive_fingerprint_key(secret),
     )
     if setup is not None:
         setup(builder)
@@ -141,12 +179,20 @@ async def compose(
         coordination,
         shared_state=shares_state(settings),
         manager=manager,
+        access=ConversationAccess(
+            store,
+            max_conversations=None if gate.mode == "none" else settings.max_conversations,
+        ),
+        quotas=quotas,
     )
     return Components(
         settings=settings,
         profiles=profiles,
         transport=transport,
         store=store,
+        gate=gate,
+        revocations=revocations,
+        quotas=quotas,
         mcp=mcp,
         builder=builder,
         coordination=coordination,

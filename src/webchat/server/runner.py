@@ -47,5 +47,8 @@ def serve(app: FastAPI, *, host: str, port: int, log_level: str) -> None:
         log_level=log_level,
         timeout_graceful_shutdown=10,
         ws_max_size=MAX_MESSAGE_BYTES,  # a larger client message is refused as it arrives
+        # The app decides whom to believe about forwarding (--trusted-proxies): uvicorn must
+        # not replace the peer address with a header first.
+        proxy_headers=False,
     )
     DrainingServer(config, app).run()

@@ -74,6 +74,7 @@ class ConversationSummary(BaseModel):
     conv_id: str
     profile: str
     title: str
+    owner: str = Field(default="", description="the id of the user it belongs to")
     updated_at: float
     running: bool
 
@@ -103,11 +104,15 @@ class Timeline(BaseModel):
 
 _DESCRIPTIONS = {
     400: "Malformed request (invalid JSON, bad overrides, bad conv_id)",
-    403: "The profile does not allow overrides",
-    404: "Unknown profile or conversation",
+    401: "Not signed in: no valid session cookie or Bearer token",
+    403: "The profile does not allow overrides, a cross-site request, or an admin acting "
+    "in another user's conversation",
+    404: "Unknown profile or conversation (another user's conversation is unknown too)",
     409: "A run is already active in the conversation",
     413: "Request body or prompt too large",
     422: "Invalid request parameters or body, or a reused Idempotency-Key",
+    429: "A quota is spent (runs at once, runs a minute, stored conversations) or too many "
+    "failed log-ins; Retry-After says when to try again",
 }
 
 

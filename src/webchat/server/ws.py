@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
-from webchat.chat.service import CONV_ID_PATTERN
+from webchat.chat.service import CONV_ID_PATTERN, ChatService
+from webchat.conversation import Client, Conversation
 from webchat.errors import WebchatError
 from webchat.server.api import PROFILE_COOKIE
 from webchat.server.protocol import (
@@ -32,6 +33,7 @@ from webchat.server.protocol import (
     hello_text,
     is_ping,
 )
+from webchat.server.security import principal_of
 
 router = APIRouter()
 log = logging.getLogger("webchat.ws")
@@ -100,6 +102,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         or websocket.cookies.get(PROFILE_COOKIE)
         or service.profiles.default_slug
     )
+    user = principal_of(websocket)
     try:
         conversation, client = await service.connect(
             websocket,
@@ -107,11 +110,21 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             profile,
             int(since_text) if since_text is not None else None,
             hello=hello_text,
+            user=user,
         )
     except WebchatError as exc:
         await websocket.send_text(error_frame(exc.message))
         await websocket.close(code=POLICY_VIOLATION, reason=close_reason(exc.message))
         return
+    # Held for as long as it is open: a log-out or a removed user closes it (4401).
+    with websocket.app.state.gate.sockets.holding(websocket, user):
+        await _serve(websocket, service, conversation, client)
+
+
+async def _serve(
+    websocket: WebSocket, service: ChatService, conversation: Conversation, client: Client
+) -> None:
+    settings = service.settings
     try:
         while True:
             async with asyncio.timeout(settings.idle_timeout):

@@ -6,10 +6,17 @@ writer keeps its queue and retries with backoff, so a frame that was handed to t
 written once Redis is back. Several processes may write the same frame: frames are keyed by
 seq and written only if absent, so duplicates are harmless.
 
+Owner claims are not queued: ``claim_owner`` runs one Lua script (atomic across every process)
+and answers with the winner. They have no TTL, so they last as long as Redis keeps its data.
+
 Keys (``{p}`` is the prefix, ``webchat:`` by default):
 ``{p}conv:<id>`` record JSON · ``{p}convs`` sorted set by updated time ·
-``{p}turns:<id>`` hash index -> turn JSON · ``{p}frames:<id>`` hash seq -> frame JSON ·
-``{p}fseq:<id>`` sorted set of frame seqs.
+``{p}convs:owner:<owner>`` the same, per record owner ·
+``{p}owner:<id>`` the claimed owner · ``{p}turns:<id>`` hash index -> turn JSON ·
+``{p}frames:<id>`` hash seq -> frame JSON · ``{p}fseq:<id>`` sorted set of frame seqs.
+
+Records saved before ownership existed are in no ``convs:owner:`` set (not even the one for
+``""``) until they are saved again.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aredis
 import redis.exceptions
 
-from webchat.storage.base import ConversationRecord
+from webchat.storage.base import ConversationRecord, check_owner
 from webchat.transport.redis_client import command_client
 from webchat.turns.models import Turn
 
@@ -36,6 +43,51 @@ log = logging.getLogger("webchat.storage")
 Op = Callable[[Any], None]  # adds commands to a pipeline
 
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+# Saving a record moves it between per-owner sets when its owner changes, so an owner's set
+# (and its count) never keeps a conversation that is no longer theirs. A script, because the
+# old owner is only known by reading the old record, and the read and the writes must not
+# interleave with another process's save. The owner sets are named from ARGV (their prefix +
+# owner): fine on a single Redis, which is what this store supports.
+# KEYS: record, global index, new owner's index; ARGV: record JSON, updated_at, conv_id,
+# owner-index prefix, owner.
+_SAVE_CONVERSATION = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, record = pcall(cjson.decode, old)
+  local previous = ''
+  if ok and type(record) == 'table' and type(record.owner) == 'string' then
+    previous = record.owner
+  end
+  if previous ~= ARGV[5] then
+    redis.call('ZREM', ARGV[4] .. previous, ARGV[3])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
+# First claim wins; a record already saved with an owner counts as that owner's claim.
+# Idempotent, so redis-py's one retry after a dropped connection cannot change the answer.
+# KEYS: owner claim, record; ARGV: claimant.
+_CLAIM_OWNER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  return current
+end
+local owner = ARGV[1]
+local text = redis.call('GET', KEYS[2])
+if text then
+  local ok, record = pcall(cjson.decode, text)
+  if ok and type(record) == 'table' and type(record.owner) == 'string' and record.owner ~= '' then
+    owner = record.owner
+  end
+end
+redis.call('SET', KEYS[1], owner)
+return owner
+"""
 
 
 class RedisStore:
@@ -91,14 +143,20 @@ class RedisStore:
         self._wake.set()
 
     def save_conversation(self, record: ConversationRecord) -> None:
-        key, text = self._key("conv:", record.conv_id), record.model_dump_json()
-        updated, conv_id, index = record.updated_at, record.conv_id, self._key("convs")
-
-        def op(pipe: Any) -> None:
-            pipe.set(key, text)
-            pipe.zadd(index, {conv_id: updated})
-
-        self._queue(op)
+        owner_prefix = self._key("convs:owner:")
+        keys = (
+            self._key("conv:", record.conv_id),
+            self._key("convs"),
+            owner_prefix + record.owner,
+        )
+        args = (
+            record.model_dump_json(),
+            repr(record.updated_at),  # repr: the exact float, as ZADD parses it
+            record.conv_id,
+            owner_prefix,
+            record.owner,
+        )
+        self._queue(lambda pipe: pipe.eval(_SAVE_CONVERSATION, len(keys), *keys, *args))
 
     def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
         if not frames:
@@ -165,14 +223,39 @@ class RedisStore:
         )
 
     async def list_conversations(
-        self, *, limit: int = 100, offset: int = 0
+        self, *, limit: int = 100, offset: int = 0, owner: str | None = None
     ) -> list[ConversationRecord]:
+        """Newest activity first; only ``owner``'s records when given."""
         await self.flush()
-        ids = await self.redis.zrevrange(self._key("convs"), offset, offset + limit - 1)
+        if limit <= 0:
+            return []  # ZREVRANGE with stop = offset - 1 would mean "to the end"
+        index = self._key("convs") if owner is None else self._key("convs:owner:", owner)
+        ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
         if not ids:
             return []
         texts = await self.redis.mget([self._key("conv:", _text(i)) for i in ids])
         return [ConversationRecord.model_validate_json(t) for t in texts if t is not None]
+
+    async def count_conversations(self, owner: str) -> int:
+        await self.flush()
+        return int(await self.redis.zcard(self._key("convs:owner:", owner)))
+
+    async def claim_owner(self, conv_id: str, owner: str) -> str:
+        check_owner(owner)
+        await self.flush()  # a record the caller saved first counts as a claim
+        keys = (self._key("owner:", conv_id), self._key("conv:", conv_id))
+        winner = await self.redis.eval(_CLAIM_OWNER, len(keys), *keys, owner)
+        return _text(winner)
+
+    async def owner_of(self, conv_id: str) -> str | None:
+        await self.flush()
+        claimed = await self.redis.get(self._key("owner:", conv_id))
+        if claimed is not None:
+            return _text(claimed)
+        text = await self.redis.get(self._key("conv:", conv_id))
+        if text is None:
+            return None
+        return ConversationRecord.model_validate_json(text).owner or None
 
     async def load_turns(self, conv_id: str) -> list[Turn]:
         await self.flush()

@@ -11,7 +11,11 @@ it is rolled back and replayed one write per transaction, so only the writes tha
 their own are dropped (logged and counted in ``write_errors``).
 
 All database work happens in worker threads on one connection, serialised by a lock, so the
-writer and concurrent reads never use the connection at once.
+writer, concurrent reads and owner claims never use the connection at once. A claim is the
+one write that skips the queue: it commits in its own transaction before it answers.
+
+The schema is versioned (``PRAGMA user_version``) and upgraded in place, one step at a time,
+when the store opens; a file from a newer version is refused rather than misread.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from webchat.storage.base import ConversationRecord
+from webchat.storage.base import ConversationRecord, check_owner
 from webchat.turns.models import Turn
 
 if TYPE_CHECKING:
@@ -34,9 +39,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("webchat.storage")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
-_SCHEMA = """
+# Each entry takes the database from the version before it to its own; a new database runs
+# them all, so a fresh file and a migrated one end with the same schema. Never edit a step
+# that has shipped: add the next one and bump SCHEMA_VERSION.
+_MIGRATIONS: Final[dict[int, str]] = {
+    1: """
 CREATE TABLE IF NOT EXISTS conversations (
     conv_id      TEXT PRIMARY KEY,
     session_id   TEXT NOT NULL,
@@ -64,13 +73,28 @@ CREATE TABLE IF NOT EXISTS frames (
     json    TEXT NOT NULL,
     PRIMARY KEY (conv_id, seq)
 );
-"""
+""",
+    # Ownership (issue 10). Existing rows get owner '' ("made before ownership existed").
+    # Claims live in their own table rather than in ``conversations`` because a claim comes
+    # before the first record is saved, and must not be undone by a later record upsert.
+    2: """
+ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+CREATE INDEX conversations_by_owner
+    ON conversations (owner, updated_at DESC, conv_id DESC);
+CREATE TABLE owners (
+    conv_id    TEXT PRIMARY KEY,
+    owner      TEXT NOT NULL,
+    claimed_at REAL NOT NULL
+);
+""",
+}
+assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 # ``created_at`` is deliberately not updated: it records the first save.
 _UPSERT_CONVERSATION = """
 INSERT INTO conversations (conv_id, session_id, profile_slug, overrides, signature, title,
-                           created_at, updated_at, last_seq)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                           created_at, updated_at, last_seq, owner)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (conv_id) DO UPDATE SET
     session_id = excluded.session_id,
     profile_slug = excluded.profile_slug,
@@ -78,7 +102,8 @@ ON CONFLICT (conv_id) DO UPDATE SET
     signature = excluded.signature,
     title = excluded.title,
     updated_at = excluded.updated_at,
-    last_seq = excluded.last_seq
+    last_seq = excluded.last_seq,
+    owner = excluded.owner
 """
 
 # DO NOTHING only swallows the uniqueness conflict (a frame seen twice, e.g. by two
@@ -98,8 +123,21 @@ ON CONFLICT (conv_id, idx) DO UPDATE SET turn_id = excluded.turn_id, body = excl
 _SELECT_CONVERSATION = """
 SELECT c.conv_id, c.session_id, c.profile_slug, c.overrides, c.signature, c.title,
        c.created_at, c.updated_at,
-       max(c.last_seq, coalesce((SELECT max(f.seq) FROM frames f WHERE f.conv_id = c.conv_id), 0))
+       max(c.last_seq, coalesce((SELECT max(f.seq) FROM frames f WHERE f.conv_id = c.conv_id), 0)),
+       c.owner
 FROM conversations c
+"""
+
+# A record's non-empty owner counts as an owner: a claim never contradicts it.
+_CLAIM_OWNER = """
+INSERT INTO owners (conv_id, owner, claimed_at)
+VALUES (?, coalesce((SELECT nullif(owner, '') FROM conversations WHERE conv_id = ?), ?), ?)
+ON CONFLICT (conv_id) DO NOTHING
+"""
+
+_SELECT_OWNER = """
+SELECT coalesce((SELECT owner FROM owners WHERE conv_id = ?),
+                (SELECT nullif(owner, '') FROM conversations WHERE conv_id = ?))
 """
 
 _SELECT_LAST_SEQ = """
@@ -216,6 +254,7 @@ class SQLiteStore:
                 record.created_at,
                 record.updated_at,
                 record.last_seq,
+                record.owner,
             ),
         )
 
@@ -263,12 +302,35 @@ class SQLiteStore:
         return _record(rows[0]) if rows else None
 
     async def list_conversations(
-        self, *, limit: int = 100, offset: int = 0
+        self, *, limit: int = 100, offset: int = 0, owner: str | None = None
     ) -> list[ConversationRecord]:
-        """Newest activity first."""
-        sql = _SELECT_CONVERSATION + "ORDER BY c.updated_at DESC, c.conv_id DESC LIMIT ? OFFSET ?"
-        rows = await self._read(self._query, sql, limit, offset)
+        """Newest activity first; only ``owner``'s records when given (by the owner index)."""
+        where, params = ("", ()) if owner is None else ("WHERE c.owner = ? ", (owner,))
+        sql = (
+            _SELECT_CONVERSATION
+            + where
+            + "ORDER BY c.updated_at DESC, c.conv_id DESC LIMIT ? OFFSET ?"
+        )
+        rows = await self._read(self._query, sql, *params, limit, offset)
         return [_record(row) for row in rows]
+
+    async def count_conversations(self, owner: str) -> int:
+        sql = "SELECT count(*) FROM conversations WHERE owner = ?"
+        rows = await self._read(self._query, sql, owner)
+        return int(rows[0][0])
+
+    async def claim_owner(self, conv_id: str, owner: str) -> str:
+        """Applied at once (after the caller's queued writes), in one transaction, on the
+        store's one connection: so it is serialised with the writer and with other claims in
+        this process, and ``BEGIN IMMEDIATE`` (waiting up to the busy timeout) serialises it
+        with other processes. Committed before it returns."""
+        check_owner(owner)
+        return await self._read(self._claim, conv_id, owner, time.time())
+
+    async def owner_of(self, conv_id: str) -> str | None:
+        rows = await self._read(self._query, _SELECT_OWNER, conv_id, conv_id)
+        value = rows[0][0]
+        return None if value is None else str(value)
 
     async def load_turns(self, conv_id: str) -> list[Turn]:
         sql = "SELECT body FROM turns WHERE conv_id = ? ORDER BY idx"
@@ -302,6 +364,8 @@ class SQLiteStore:
         if not in_memory and self._path:
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are begun and ended explicitly, one per batch.
+        # ``timeout`` is SQLite's busy timeout: while another process holds the write lock,
+        # a batch or an owner claim waits for it (up to 10s) instead of failing at once.
         conn = sqlite3.connect(
             self._path, timeout=10.0, isolation_level=None, check_same_thread=False
         )
@@ -328,10 +392,13 @@ class SQLiteStore:
                     f"{self._path} has schema version {version}; this server knows up to "
                     f"{SCHEMA_VERSION}"
                 )
-            if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
+            # All steps in one transaction: a failed upgrade leaves the file as it was.
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step].split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                logger.info("%s: schema migrated to version %d", self._path, step)
+            if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -346,6 +413,22 @@ class SQLiteStore:
         with self._lock:
             conn = self._require_conn()
             return conn.execute(sql, params).fetchall()
+
+    def _claim(self, conv_id: str, owner: str, claimed_at: float) -> str:
+        with self._lock:
+            conn = self._require_conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_CLAIM_OWNER, (conv_id, conv_id, owner, claimed_at))
+                (winner,) = conn.execute(
+                    "SELECT owner FROM owners WHERE conv_id = ?", (conv_id,)
+                ).fetchone()
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return str(winner)
 
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -451,7 +534,7 @@ _SQL: Final = {
 
 
 def _record(row: tuple[Any, ...]) -> ConversationRecord:
-    conv_id, session_id, slug, overrides, signature, title, created, updated, last_seq = row
+    conv_id, session_id, slug, overrides, signature, title, created, updated, last_seq, owner = row
     return ConversationRecord(
         conv_id=conv_id,
         session_id=session_id,
@@ -462,4 +545,5 @@ def _record(row: tuple[Any, ...]) -> ConversationRecord:
         created_at=created,
         updated_at=updated,
         last_seq=last_seq,
+        owner=owner,
     )
