@@ -13,10 +13,13 @@ from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
-from websockets.asyncio.client import connect
-from websockets.exceptions import WebSocketException
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 EXIT_CODES = {"run.finished": 0, "run.failed": 1, "run.cancelled": 130}
+NEEDS_AUTH = "the server requires authentication: pass --token or set WEBCHAT_TOKEN"
+SIGNED_OUT_CODE = 4401
+"""Close code of a WebSocket whose credentials are missing or no longer valid (4000 + 401)."""
 
 
 class ChatClientError(RuntimeError):
@@ -27,6 +30,24 @@ def websocket_url(base_url: str, params: dict[str, str]) -> str:
     parts = urlsplit(base_url.rstrip("/"))
     scheme = "wss" if parts.scheme == "https" else "ws"
     return urlunsplit((scheme, parts.netloc, parts.path + "/ws", urlencode(params), ""))
+
+
+def _auth_error(token: str | None) -> ChatClientError:
+    if token:
+        return ChatClientError(f"{NEEDS_AUTH} (the token given was refused)")
+    return ChatClientError(NEEDS_AUTH)
+
+
+def _error_text(body: bytes | bytearray) -> str:
+    """The ``error`` of a JSON error body, else the body itself."""
+    text = bytes(body).decode("utf-8", "replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(data, dict) and "error" in data:
+        return str(data["error"])
+    return text.strip()
 
 
 class FramePrinter:
@@ -76,10 +97,14 @@ async def stream_chat(
     profile: str | None = None,
     system_prompt: str | None = None,
     timeout: float = 300.0,
+    token: str | None = None,
     out: TextIO,
     err: TextIO,
 ) -> int:
-    """Run ``prompt`` in a conversation and print it; returns a process exit code."""
+    """Run ``prompt`` in a conversation and print it; returns a process exit code.
+
+    ``token`` (an API token of ``--auth users``) goes as ``Authorization: Bearer`` on both the
+    WebSocket handshake and the POST."""
     conv_id = conv_id or str(uuid.uuid4())
     params = {"conv_id": conv_id}
     if profile:
@@ -87,15 +112,20 @@ async def stream_chat(
     body: dict[str, Any] = {"prompt": prompt, "conv_id": conv_id}
     if system_prompt is not None:
         body["overrides"] = {"system_prompt": system_prompt}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     printer = FramePrinter(out, err)
     try:
-        async with connect(websocket_url(base_url, params), open_timeout=10) as ws:
+        async with connect(
+            websocket_url(base_url, params), open_timeout=10, additional_headers=headers
+        ) as ws:
             hello = json.loads(await ws.recv())["event"]
             if hello.get("type") != "ws.hello":
+                if await _close_code(ws) == SIGNED_OUT_CODE:
+                    raise _auth_error(token)
                 raise ChatClientError(f"server refused the conversation: {hello.get('error')}")
             if hello.get("engine") == "offline":
                 err.write("[offline engine: no model is connected]\n")
-            inference_id = await _start_run(base_url, profile, body)
+            inference_id = await _start_run(base_url, profile, body, headers, token)
             async with asyncio.timeout(timeout):
                 async for message in ws:
                     event = json.loads(message).get("event", {})
@@ -107,17 +137,46 @@ async def stream_chat(
                         return EXIT_CODES[str(event["type"])]
     except TimeoutError:
         raise ChatClientError(f"no end of run within {timeout:g}s") from None
+    except InvalidStatus as exc:  # the handshake was answered with an HTTP error
+        status = exc.response.status_code
+        if status == 401:
+            raise _auth_error(token) from None
+        reason = _error_text(exc.response.body or b"")
+        if not reason and status == 403:
+            # A server that cannot answer a handshake with its real status refuses it so.
+            reason = "not signed in? pass --token or set WEBCHAT_TOKEN"
+        raise ChatClientError(f"server refused the WebSocket: {status}: {reason}") from None
+    except ConnectionClosed as exc:
+        if exc.rcvd is not None and exc.rcvd.code == SIGNED_OUT_CODE:
+            raise _auth_error(token) from None
+        raise ChatClientError(f"cannot talk to {base_url}: {exc}") from None
     except (OSError, WebSocketException) as exc:
         raise ChatClientError(f"cannot talk to {base_url}: {exc}") from None
     raise ChatClientError("the server closed the connection before the run ended")
 
 
-async def _start_run(base_url: str, profile: str | None, body: dict[str, Any]) -> str:
+async def _close_code(ws: ClientConnection) -> int | None:
+    """The code the server closes with after a refusal frame (it closes right after)."""
+    try:
+        async with asyncio.timeout(2):
+            await ws.wait_closed()
+    except TimeoutError:
+        return None
+    return ws.close_code
+
+
+async def _start_run(
+    base_url: str,
+    profile: str | None,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    token: str | None,
+) -> str:
     path = f"/chat/{profile}" if profile else "/chat"
     async with httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=30) as http:
         try:
             response = await http.post(
-                path, json=body, headers={"Idempotency-Key": str(uuid.uuid4())}
+                path, json=body, headers={**headers, "Idempotency-Key": str(uuid.uuid4())}
             )
         except httpx.HTTPError as exc:
             raise ChatClientError(f"cannot talk to {base_url}: {exc}") from None
@@ -126,6 +185,8 @@ async def _start_run(base_url: str, profile: str | None, body: dict[str, Any]) -
         if response.headers.get("content-type", "").startswith("application/json")
         else {}
     )
+    if response.status_code == 401:
+        raise _auth_error(token)
     if response.status_code >= 400:
         raise ChatClientError(f"{response.status_code}: {data.get('error', response.text)}")
     return str(data["inference_id"])

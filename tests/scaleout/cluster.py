@@ -40,8 +40,16 @@ profiles:
 class ServerProcess:
     """One ``webchat serve`` child process; its output goes to ``log_path``."""
 
-    def __init__(self, name: str, redis_url: str, profiles: Path, directory: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        redis_url: str,
+        profiles: Path,
+        directory: Path,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
+        self.extra_args = extra_args
         self.redis_url = redis_url
         self.profiles = profiles
         self.directory = directory
@@ -74,6 +82,7 @@ class ServerProcess:
             "--db", ":memory:",
             "--profiles", str(self.profiles),
             "--log-level", "info",
+            *self.extra_args,
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             log.write(f"\n==== {self.name} starting on port {self.port}\n".encode())
@@ -137,14 +146,15 @@ class ServerProcess:
 class Cluster:
     """One Redis server and two webchat processes, ``a`` and ``b``, sharing it."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_args: tuple[str, ...] = ()) -> None:
+        """``extra_args``: more ``webchat serve`` options for both processes."""
         self.directory = directory
         self.profiles = directory / "profiles.yaml"
         self.profiles.write_text(PROFILES, encoding="utf-8")
         # A fixed port, so a restarted Redis comes back where the servers look for it.
         self.redis: RedisServer = start_redis_server(free_port())
-        self.a = ServerProcess("a", self.redis.url, self.profiles, directory)
-        self.b = ServerProcess("b", self.redis.url, self.profiles, directory)
+        self.a = ServerProcess("a", self.redis.url, self.profiles, directory, extra_args)
+        self.b = ServerProcess("b", self.redis.url, self.profiles, directory, extra_args)
 
     @property
     def servers(self) -> tuple[ServerProcess, ServerProcess]:

@@ -65,14 +65,15 @@ async def test_a_handshake_without_credentials_is_refused(server: LiveServer) ->
     with pytest.raises(InvalidStatus) as refused:
         async with connect(ws_url(server.ws_url, conv_id="c1")):
             pass
-    assert refused.value.response.status_code == 403
+    assert refused.value.response.status_code == 401
+    assert json.loads(refused.value.response.body) == {"error": "authentication required"}
 
 
 async def test_a_forged_host_handshake_is_refused(server: LiveServer, team: Team) -> None:
     """DNS rebinding: the page's origin and the Host are both the attacker's name."""
     token = f"Authorization: Bearer {team.tokens['alice']}\r\n"
     forged = await http_status(server, handshake("evil.example", "http://evil.example", token))
-    assert forged.startswith(b"HTTP/1.1 403"), forged
+    assert forged.startswith(b"HTTP/1.1 400"), forged
     genuine = await http_status(
         server, handshake(f"127.0.0.1:{server.port}", f"http://127.0.0.1:{server.port}", token)
     )

@@ -145,6 +145,20 @@ def test_serve_with_a_broken_profiles_file_exits_2_without_a_traceback(tmp_path:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_serve_on_every_interface_without_auth_refuses_to_start(tmp_path: Path) -> None:
+    result = webchat("serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--auth users, --auth proxy or --auth oidc" in result.stderr
+    assert "--auth none" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    from_env = webchat(
+        "serve", "--host", "0.0.0.0", "--port", "0", "--db", ":memory:",
+        env={"WEBCHAT_AUTH": "users", "WEBCHAT_USERS": str(tmp_path / "u.yaml")},
+    )  # fmt: skip
+    assert from_env.returncode == 2
+    assert "--allowed-hosts" in from_env.stderr
+
+
 # -- 13. settings layering -----------------------------------------------------------------
 
 

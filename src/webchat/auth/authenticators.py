@@ -7,13 +7,16 @@ route (401 JSON, a redirect to the log-in page, a refused handshake).
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
 from webchat.auth.principal import LOCAL_USER, AuthMode, Principal
 from webchat.auth.sessions import SessionCookies
-from webchat.auth.users import UsersFile
+from webchat.auth.users import UsersFile, UsersFileError
+
+log = logging.getLogger("webchat.auth")
 
 __all__ = [
     "Authenticator",
@@ -85,7 +88,12 @@ class UsersAuthenticator(SessionAuthenticator):
         self.users = users
 
     async def authenticate(self, conn: HTTPConnection, *, from_proxy: bool) -> Principal | None:
-        self.users.refresh()  # one stat() while the file is unchanged
+        try:
+            self.users.refresh()  # one stat() while the file is unchanged
+        except UsersFileError as exc:
+            # A broken edit of the file: it fails closed (nobody is signed in) until fixed.
+            log.error("users file unusable, refusing every user: %s", exc)
+            return None
         token = bearer_token(conn)
         if token is not None:
             record = self.users.verify_token(token)

@@ -81,7 +81,7 @@ class TokenRecord(BaseModel):
 
     id: str = Field(pattern=TOKEN_ID_PATTERN)
     """The token's public part: finds the record without comparing against every hash."""
-    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$", repr=False)
     """Hex SHA-256 of the token's secret part."""
     created_at: float
 
@@ -96,8 +96,9 @@ class UserRecord(BaseModel):
     """Random, made when the user is added: a name removed and added again is another person,
     and sessions signed in as the old one must not carry over to the new one."""
     role: Role = "user"
-    password_hash: str | None = None
-    """argon2 hash; None for a token-only user (no browser log-in)."""
+    password_hash: str | None = Field(default=None, repr=False)
+    """argon2 hash (kept out of reprs, hence logs); None for a token-only user (no browser
+    log-in)."""
     tokens: list[TokenRecord] = Field(default_factory=list)
     created_at: float
 

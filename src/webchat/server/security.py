@@ -151,16 +151,20 @@ async def _refuse(
     websocket: bool,
     retry_after: float | None = None,
 ) -> None:
-    """An HTTP error in the API's ``{"error": ...}`` shape; for a WebSocket, the handshake is
-    refused (the server answers it with 403) before anything is accepted."""
-    if websocket:
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
+    """An HTTP error in the API's ``{"error": ...}`` shape. A WebSocket handshake is refused
+    with the same response where the server supports denial responses (uvicorn does), else
+    with a bare close before anything is accepted (the server answers 403)."""
     body = json.dumps({"error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="webchat"'))
     if retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    prefix = ""
+    if websocket:
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+            return
+        prefix = "websocket."
+    await send({"type": prefix + "http.response.start", "status": status, "headers": headers})
+    await send({"type": prefix + "http.response.body", "body": body})
