@@ -13,6 +13,8 @@ of ``--auth none``: with authentication on, only admins see them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from webchat.auth.principal import LOCAL_USER, Principal
 from webchat.errors import ForbiddenError, QuotaExceededError, UnknownConversationError
 from webchat.storage import Store
@@ -23,16 +25,31 @@ LEGACY_OWNER = LOCAL_USER.id
 
 
 class ConversationAccess:
-    def __init__(self, store: Store, *, max_conversations: int | None) -> None:
-        """``max_conversations``: per-user cap on stored conversations (None: no cap)."""
+    def __init__(
+        self, store: Store, *, max_conversations: int | None, cached: int = 100_000
+    ) -> None:
+        """``max_conversations``: per-user cap on stored conversations (None: no cap).
+        ``cached``: how many owners to remember (an owner never changes once claimed, so a
+        remembered one is never stale; it saves every request its store round trips)."""
         self.store = store
         self.max_conversations = max_conversations
+        self._cached = cached
+        self._owners: OrderedDict[str, str] = OrderedDict()
+
+    def _remember(self, conv_id: str, owner: str) -> str:
+        self._owners[conv_id] = owner
+        if len(self._owners) > self._cached:
+            self._owners.popitem(last=False)
+        return owner
 
     async def owner(self, conv_id: str) -> str | None:
         """The owner, or None for a conversation id nobody has used."""
+        known = self._owners.get(conv_id)
+        if known is not None:
+            return known
         owner = await self.store.owner_of(conv_id)
         if owner:
-            return owner
+            return self._remember(conv_id, owner)
         if await self.store.get_conversation(conv_id) is not None:
             return LEGACY_OWNER
         return None
@@ -70,7 +87,7 @@ class ConversationAccess:
                     raise QuotaExceededError(
                         f"you have {count} conversations; the limit is {self.max_conversations}"
                     )
-            owner = await self.store.claim_owner(conv_id, user.id)
+            owner = self._remember(conv_id, await self.store.claim_owner(conv_id, user.id))
         if owner == user.id:
             return
         if to_write:
