@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 STATIC = resources.files("webchat") / "static"
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def resolve_setup(setup: BuilderSetup | str | None) -> BuilderSetup | None:
@@ -156,7 +157,8 @@ def create_app(
 
     @app.get(prefix + "/", include_in_schema=False)
     async def index() -> Response:
-        return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+        # Never from cache: the page's redirect to the log-in page must happen every time.
+        return FileResponse(str(STATIC / "index.html"), media_type="text/html", headers=NO_STORE)
 
     app.mount(prefix + "/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

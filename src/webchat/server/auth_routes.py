@@ -65,11 +65,11 @@ def _secure(request: Request) -> bool:
 
 @router.get("/login", include_in_schema=False)
 async def login_page(request: Request) -> Response:
-    from webchat.server.app import STATIC
+    from webchat.server.app import NO_STORE, STATIC
 
     if not gate_of(request).has_login_page:
         return RedirectResponse(request.app.state.settings.root + "/", status_code=303)
-    return FileResponse(str(STATIC / "login.html"), media_type="text/html")
+    return FileResponse(str(STATIC / "login.html"), media_type="text/html", headers=NO_STORE)
 
 
 @router.get("/auth/config")

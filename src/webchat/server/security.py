@@ -76,7 +76,10 @@ class SecurityMiddleware:
             if proto in ("http", "https"):
                 secure = proto == "https"
                 scope["scheme"] = ("wss" if secure else "ws") if websocket else proto
-        path = scope["path"][len(self.root) :] if scope["path"].startswith(self.root) else ""
+        if not scope["path"].startswith(self.root):
+            await self.app(scope, receive, send)  # nothing is served outside --root: a 404
+            return
+        path = scope["path"][len(self.root) :]
         if bearer_token(conn) is not None:
             wait = gate.failures.retry_after(gate.client_address(conn))
             if wait is not None:

@@ -14,6 +14,7 @@ const CONVERSATIONS_EVERY_MS = 20_000;
 const SLOW_CONSUMER = 4008;
 const POLICY_VIOLATION = 1008;
 const SERVICE_RESTART = 1012; // the server is shutting down to restart: come back later
+const SIGNED_OUT = 4401; // the user logged out (here or in another tab) or was removed
 
 // -- small helpers ---------------------------------------------------------------------------
 
@@ -22,6 +23,85 @@ const $ = (id) => document.getElementById(id);
 /** An absolute URL for a path relative to the app root (the page's directory). */
 function appUrl(path) {
   return new URL(path, document.baseURI);
+}
+
+// -- talking to the server ------------------------------------------------------------------
+
+/** Thrown by api() when the server says the user is not signed in (HTTP 401). */
+class SignedOutError extends Error {
+  constructor() {
+    super("you are signed out");
+    this.name = "SignedOutError";
+  }
+}
+
+/**
+ * fetch() for a path relative to the app root. Every request says it comes from this page's
+ * script (X-Requested-With): the server refuses a state-changing request without it (or a
+ * JSON body), which a cross-site form cannot send.
+ */
+function request(path, { headers = {}, ...init } = {}) {
+  return fetch(appUrl(path), {
+    credentials: "same-origin",
+    ...init,
+    headers: { "X-Requested-With": "webchat", ...headers },
+  });
+}
+
+/** request(), where a 401 means the session ended: the page goes to the log-in page (see
+ * signedOut), and the call throws SignedOutError. */
+async function api(path, init) {
+  const response = await request(path, init);
+  if (response.status === 401) {
+    signedOut();
+    throw new SignedOutError();
+  }
+  return response;
+}
+
+/** A POST with a JSON body (the content type the server expects of a browser). */
+function postJson(path, body, headers = {}) {
+  return api(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json", ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+const auth = {
+  config: { mode: "none", login: null }, // GET auth/config: how this server signs users in
+  user: null, // GET auth/me
+  leaving: false, // on the way to the log-in page (or reloading): say nothing more
+  loggingOut: false, // Log out pressed: its own answer says where to go
+  checking: null, // the auth/me probe in flight after a refused WebSocket handshake
+  known: false, // the server answered auth/config and auth/me (it may be down at first)
+};
+
+function hasLoginPage() {
+  return auth.config.login === "password" || auth.config.login === "oidc";
+}
+
+/** The log-in page, coming back to where the reader is now. */
+function loginUrl(withNext = true) {
+  const url = appUrl("login");
+  if (withNext) url.searchParams.set("next", location.pathname + location.search);
+  return url;
+}
+
+/**
+ * The server no longer knows this reader (a 401, or a WebSocket closed with 4401): go and
+ * sign in again, then come back here. Without a log-in page (a proxy signs users in) there is
+ * nowhere to go: say so.
+ */
+function signedOut() {
+  if (auth.leaving || auth.loggingOut) return;
+  if (hasLoginPage()) {
+    auth.leaving = true;
+    disconnect();
+    location.assign(loginUrl());
+    return;
+  }
+  showNotice("You are signed out. Reload the page to sign in again.");
 }
 
 function uuid() {
@@ -488,8 +568,10 @@ const HANDLERS = {
 // -- connection: one WebSocket per conversation, resumed with since ----------------------------
 
 class Connection {
-  constructor({ convId, profile, since, onEvent, onHello, onState }) {
+  constructor({ convId, profile, since, onEvent, onHello, onState, onSignedOut, onRefused }) {
     Object.assign(this, { convId, profile, since, onEvent, onHello, onState });
+    this.onSignedOut = onSignedOut; // closed with 4401: the user's session ended
+    this.onRefused = onRefused; // the handshake failed: the server down, or a session gone
     this.ws = null;
     this.closed = false;
     this.restarting = false; // closed with 1012: the server restarts, retry until it is back
@@ -528,7 +610,9 @@ class Connection {
     }
     this.ws = ws;
     this.lastMessageAt = Date.now();
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       clearInterval(this.pingTimer);
       this.pingTimer = setInterval(() => this.ping(ws), PING_EVERY_MS);
     };
@@ -558,6 +642,16 @@ class Connection {
       this.ws = null;
       clearInterval(this.pingTimer);
       if (this.closed) return;
+      if (close.code === SIGNED_OUT) {
+        this.closed = true;
+        this.onState("failed", close.reason || "signed out");
+        this.resolveReady(false);
+        this.onSignedOut?.(close.reason);
+        return;
+      }
+      // A refused handshake looks like any failed connection (1006); the page asks whether
+      // it is still signed in, and keeps retrying meanwhile (the server may be restarting).
+      if (!opened) this.onRefused?.();
       if (close.code === POLICY_VIOLATION) {
         this.onState("failed", close.reason);
         this.resolveReady(false);
@@ -647,6 +741,11 @@ const ui = {
   prompt: $("prompt"),
   send: $("send"),
   stop: $("stop"),
+  account: $("account"),
+  accountAvatar: $("account-avatar"),
+  accountName: $("account-name"),
+  accountDetail: $("account-detail"),
+  logout: $("logout"),
 };
 
 const state = {
@@ -815,6 +914,12 @@ function openConversation(convId) {
       }
       render();
     },
+    onSignedOut() {
+      if (connection === state.connection) signedOut();
+    },
+    onRefused() {
+      if (connection === state.connection) checkSignedIn();
+    },
     onState(status, detail) {
       const was = ui.status.dataset.state;
       setStatus(connection, status, detail);
@@ -888,10 +993,8 @@ async function submit(text, { fromComposer = false } = {}) {
     const body = { prompt: text, conv_id: state.convId };
     const override = ui.systemPrompt.value;
     if (profile.allow_overrides && override.trim()) body.overrides = { system_prompt: override };
-    const response = await fetch(appUrl(`chat/${encodeURIComponent(profile.slug)}`), {
-      method: "POST",
-      headers: { "Content-Type": "application/json", "Idempotency-Key": key },
-      body: JSON.stringify(body),
+    const response = await postJson(`chat/${encodeURIComponent(profile.slug)}`, body, {
+      "Idempotency-Key": key,
     });
     state.retryKey = null; // the server answered: a new send is a new request
     let data = null;
@@ -918,6 +1021,7 @@ async function submit(text, { fromComposer = false } = {}) {
       showNotice(describeError(response.status, data));
     }
   } catch (err) {
+    if (err instanceof SignedOutError) return; // signedOut() said what to do
     const again = fromComposer ? "Press Enter to retry." : "Press Retry to try again.";
     showNotice(`Could not reach the server: ${err?.message ?? err}. ${again}`);
   } finally {
@@ -931,14 +1035,14 @@ async function stop() {
   state.stopping = true;
   render();
   try {
-    const url = appUrl(`api/conversations/${encodeURIComponent(state.convId)}/cancel`);
-    const response = await fetch(url, { method: "POST" });
+    const path = `api/conversations/${encodeURIComponent(state.convId)}/cancel`;
+    const response = await api(path, { method: "POST" });
     if (!response.ok) {
       const data = await response.json().catch(() => null);
       showNotice(`Could not stop: ${data?.error ?? `HTTP ${response.status}`}`);
     }
   } catch (err) {
-    showNotice(`Could not stop: ${err?.message ?? err}`);
+    if (!(err instanceof SignedOutError)) showNotice(`Could not stop: ${err?.message ?? err}`);
   } finally {
     state.stopping = false;
     render();
@@ -960,16 +1064,18 @@ function loadOverride() {
     : "Leave empty to use the profile's default prompt";
 }
 
+/** The profiles, retried until the server answers; false when the reader is signed out. */
 async function loadProfiles() {
   for (let attempt = 0; ; attempt += 1) {
     try {
-      const response = await fetch(appUrl("api/chat/profiles"));
+      const response = await api("api/chat/profiles");
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       const profiles = await response.json();
       if (!Array.isArray(profiles)) throw new Error("unexpected answer");
       state.profiles = profiles;
       break;
     } catch (err) {
+      if (err instanceof SignedOutError) return false; // signedOut() said what to do
       showNotice(`Could not load profiles (${err?.message ?? err}); retrying…`);
       await sleep(Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt));
     }
@@ -994,6 +1100,7 @@ async function loadProfiles() {
   ui.profile.disabled = state.profiles.length === 0;
   loadOverride();
   render();
+  return true;
 }
 
 // -- conversation list ----------------------------------------------------------------------------
@@ -1006,10 +1113,11 @@ function scheduleConversations(delay = 250) {
 
 async function refreshConversations() {
   clearTimeout(conversationsTimer);
+  if (auth.leaving) return;
   conversationsTimer = setTimeout(refreshConversations, CONVERSATIONS_EVERY_MS);
   let list;
   try {
-    const response = await fetch(appUrl("api/conversations"));
+    const response = await api("api/conversations");
     if (!response.ok) return;
     list = (await response.json()).conversations;
   } catch {
@@ -1037,6 +1145,86 @@ async function refreshConversations() {
   ui.conversations.replaceChildren(...items);
   ui.conversationsEmpty.hidden = items.length > 0;
   render();
+}
+
+// -- the signed-in user ---------------------------------------------------------------------------
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * How the server signs users in, and who this reader is. False when not signed in (the page
+ * is on its way to the log-in page, or says it cannot go on). A server that answers neither
+ * (an error, or one without authentication) counts as --auth none: no account is shown.
+ */
+async function loadAccount() {
+  const [config, me] = await Promise.all([
+    request("auth/config").catch(() => null),
+    request("auth/me").catch(() => null),
+  ]);
+  const configData = config?.ok ? await readJson(config) : null;
+  if (configData && typeof configData.mode === "string") {
+    auth.config = { mode: configData.mode, login: configData.login ?? null };
+  }
+  if (me?.status === 401) {
+    signedOut();
+    return false;
+  }
+  const user = me?.ok ? await readJson(me) : null;
+  auth.user = user && typeof user.name === "string" ? user : null;
+  auth.known = config !== null && me !== null;
+  renderAccount();
+  return true;
+}
+
+function renderAccount() {
+  const user = auth.user;
+  ui.account.hidden = !user || auth.config.mode === "none";
+  if (ui.account.hidden) return;
+  ui.accountName.textContent = user.name;
+  ui.accountAvatar.textContent = Array.from(user.name.trim())[0]?.toUpperCase() ?? "?";
+  const detail = user.role === "admin" ? "Administrator" : (user.email ?? "");
+  ui.accountDetail.textContent = detail;
+  ui.accountDetail.hidden = !detail;
+  ui.account.title = [user.name, user.email].filter(Boolean).join(" · ");
+}
+
+/** After a refused WebSocket handshake: a 401 here sends the reader to sign in again. */
+function checkSignedIn() {
+  if (auth.checking || auth.leaving || auth.config.mode === "none") return;
+  auth.checking = api("auth/me")
+    .catch(() => null) // the server is down, or the session ended (signedOut() acted)
+    .finally(() => {
+      auth.checking = null;
+    });
+}
+
+async function logOut() {
+  if (auth.leaving || auth.loggingOut) return;
+  auth.loggingOut = true;
+  ui.logout.disabled = true;
+  try {
+    const response = await request("auth/logout", { method: "POST" });
+    if (!response.ok) {
+      const data = await readJson(response);
+      throw new Error(data?.error ?? `HTTP ${response.status}`);
+    }
+  } catch (err) {
+    auth.loggingOut = false;
+    ui.logout.disabled = false;
+    showNotice(`Could not log out: ${err?.message ?? err}`);
+    return;
+  }
+  auth.leaving = true;
+  disconnect();
+  // Behind a proxy, the proxy signs users in: a reload asks it again.
+  if (hasLoginPage()) location.assign(loginUrl(false));
+  else location.reload();
 }
 
 // -- layout bits ----------------------------------------------------------------------------------
@@ -1086,6 +1274,7 @@ ui.menu.addEventListener("click", openSidebar);
 ui.sidebarClose.addEventListener("click", closeSidebar);
 ui.scrim.addEventListener("click", closeSidebar);
 ui.notice.addEventListener("click", () => hideNotice());
+ui.logout.addEventListener("click", logOut);
 
 ui.profile.addEventListener("change", () => {
   saveOverride();
@@ -1133,7 +1322,10 @@ document.addEventListener("visibilitychange", () => {
 
 async function boot() {
   render();
-  await loadProfiles();
+  if (!(await loadAccount())) return;
+  if (!(await loadProfiles())) return;
+  // The server was down at first: ask again now that it answers.
+  if (!auth.known && !(await loadAccount())) return;
   const convId = convIdFromUrl();
   if (convId) openConversation(convId);
   refreshConversations();
