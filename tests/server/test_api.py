@@ -464,3 +464,16 @@ async def test_an_unexpected_failure_anywhere_is_a_json_500(profiles_file: Path)
                     assert response.json() == {"error": "internal error: ConnectionError"}
     finally:
         redis.cleanup()
+
+
+async def test_profiles_offer_their_starters(make_client: Any, tmp_path: Path) -> None:
+    profiles = tmp_path / "starters.yaml"
+    profiles.write_text(
+        "profiles:\n"
+        "  - slug: helper\n"
+        '    starters: ["Explain a regex", "calc: 2+2"]\n'
+        "  - slug: plain\n"
+    )
+    async with make_client(profiles=profiles) as client:
+        listed = {p["slug"]: p["starters"] for p in (await client.get("/api/chat/profiles")).json()}
+    assert listed == {"helper": ["Explain a regex", "calc: 2+2"], "plain": []}

@@ -54,6 +54,9 @@ class PendingRun:
     prompt: str
     overrides: dict[str, Any] | None
     inference_id: str
+    parent_turn_id: str | None = None
+    """The turn the run continues, as requested (``None``: the tip when it starts). Last and
+    defaulted, so entries queued in Redis before branches existed still decode."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,40 @@ from typing import Any
 
 from webchat.chat.coordination import Coordination
 from webchat.conversation import Conversation, ConversationManager, Frame
-from webchat.errors import UnknownConversationError
+from webchat.errors import InvalidRequestError, UnknownConversationError
+from webchat.sessions import UnknownTurnError, branches
 from webchat.storage import Store
+from webchat.turns import Turn
+
+
+def unknown_branch(conv_id: str, turn_id: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"unknown branch {turn_id!r}: conversation {conv_id!r} has no such turn", branch=turn_id
+    )
+
+
+def turn_json(turn: Turn) -> dict[str, Any]:
+    """A turn as the API shows it: ``None`` fields left out, except the parent link, which is
+    always there (``null``: a root) so a client never mistakes a root for a missing field."""
+    body = turn.model_dump(mode="json", exclude_none=True)
+    body.setdefault("metadata", {})["parent_turn_id"] = turn.metadata.parent_turn_id
+    return body
+
+
+def tree_json(conv_id: str, turns: list[Turn], branch: str | None) -> dict[str, Any]:
+    """``turns`` (all of them, or the branch ending at ``branch``), the current tip and each
+    turn's children: what a client needs to draw and switch branches."""
+    try:
+        shown = turns if branch is None else branches.path_to(turns, branch)
+    except UnknownTurnError:
+        raise unknown_branch(conv_id, branch or "") from None
+    tip = branches.tip(turns)
+    return {
+        "turns": [turn_json(t) for t in shown],
+        "tip": tip.id if tip is not None else None,
+        "children": branches.children(turns),
+        "branch": branch,
+    }
 
 
 class ConversationReads:
@@ -56,30 +88,67 @@ class ConversationReads:
         if await self.store.get_conversation(conv_id) is None:
             raise UnknownConversationError(f"unknown conversation {conv_id!r}")
 
-    async def timeline(self, conv_id: str, since: int = 0) -> dict[str, Any]:
+    async def stored_turns(self, conv_id: str) -> list[Turn]:
+        """The stored history, with the parents of turns stored before branches existed."""
+        turns = await self.store.load_turns(conv_id)
+        branches.link_legacy(turns)
+        return turns
+
+    async def branch_ids(
+        self, conv_id: str, conversation: Conversation | None, branch: str
+    ) -> set[str]:
+        """The ids of the turns on the branch ending at ``branch``; a 400 for an unknown one.
+
+        Memory answers for a loaded conversation; the store when it is not loaded, or when
+        another process may have made the turn since this one last caught up.
+        """
+        turns = conversation.turns if conversation is not None else None
+        if turns is None or (self.shared_state and all(t.id != branch for t in turns)):
+            turns = await self.stored_turns(conv_id)
+        try:
+            return {t.id for t in branches.path_to(turns, branch)}
+        except UnknownTurnError:
+            raise unknown_branch(conv_id, branch) from None
+
+    async def timeline(
+        self, conv_id: str, since: int = 0, branch: str | None = None
+    ) -> dict[str, Any]:
+        """Frames after ``since``; with ``branch``, only those of the turns on the branch
+        ending there (frames of no turn stay). ``last_seq`` is the conversation's either way:
+        seq is global, so a client resumes the same way whichever branch it shows."""
         conversation = self.manager.find(conv_id)
         if conversation is None:
             await self.require_stored(conv_id)
+            keep = await self.branch_ids(conv_id, None, branch) if branch is not None else None
             rows = await self.store.frames_since(conv_id, since)
             frames = [json.loads(text)["event"] for _, text in rows]
             last = rows[-1][0] if rows else await self.store.last_seq(conv_id)
-            return {"conv_id": conv_id, "frames": frames, "last_seq": max(last, since)}
-        frames = conversation.backlog(since, await self.older_frames(conversation, since))
+            return {
+                "conv_id": conv_id,
+                "frames": _on_branch(frames, keep),
+                "last_seq": max(last, since),
+            }
+        keep = await self.branch_ids(conv_id, conversation, branch) if branch is not None else None
+        backlog = conversation.backlog(since, await self.older_frames(conversation, since))
         return {
             "conv_id": conv_id,
-            "frames": [f.event() for f in frames],
+            "frames": _on_branch([f.event() for f in backlog], keep),
             "last_seq": conversation.last_seq,
         }
 
-    async def describe(self, conv_id: str) -> dict[str, Any]:
+    async def describe(self, conv_id: str, branch: str | None = None) -> dict[str, Any]:
         """The conversation as it is: from memory when loaded, else from the store (a read
-        never loads or creates a conversation)."""
+        never loads or creates a conversation).
+
+        Every turn (or, with ``branch``, those of the branch ending at that turn), plus the
+        tree: the current tip and each turn's children. A 400 for an unknown ``branch``.
+        """
         conversation = self.manager.find(conv_id)
         if conversation is None:
             record = await self.store.get_conversation(conv_id)
             if record is None:
                 raise UnknownConversationError(f"unknown conversation {conv_id!r}")
-            turns = await self.store.load_turns(conv_id)
+            turns = await self.stored_turns(conv_id)
             return {
                 "conv_id": conv_id,
                 "session_id": record.session_id,
@@ -91,7 +160,7 @@ class ConversationReads:
                 "queued": await self.coordination.queue_length(conv_id),
                 "last_seq": max(record.last_seq, await self.store.last_seq(conv_id)),
                 "clients": 0,
-                "turns": [t.model_dump(mode="json", exclude_none=True) for t in turns],
+                **tree_json(conv_id, turns, branch),
             }
         if self.shared_state and not conversation.is_running:
             await self.catch_up(conversation)  # another process may have run the last turns
@@ -105,7 +174,7 @@ class ConversationReads:
             "queued": await self.coordination.queue_length(conv_id),
             "last_seq": conversation.last_seq,
             "clients": conversation.client_count,
-            "turns": [t.model_dump(mode="json", exclude_none=True) for t in conversation.turns],
+            **tree_json(conv_id, conversation.turns, branch),
         }
 
     async def list_conversations(
@@ -152,3 +221,10 @@ class ConversationReads:
             "rebuilds_total": self.manager.rebuilds_total(),
             "runs_started_total": runs_started,
         }
+
+
+def _on_branch(frames: list[dict[str, Any]], keep: set[str] | None) -> list[dict[str, Any]]:
+    """The frames of turns in ``keep`` and those of no turn (``keep`` None: every frame)."""
+    if keep is None:
+        return frames
+    return [f for f in frames if f.get("turn_id") is None or f["turn_id"] in keep]

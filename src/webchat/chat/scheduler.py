@@ -27,7 +27,7 @@ from webchat.conversation.pool import SERVICE_RESTART_CODE
 from webchat.errors import ConversationBusyError, InvalidRequestError, WebchatError
 from webchat.events import EventMeta, RunFailedEvent, new_id
 from webchat.profiles import BusyPolicy, Profile, ProfileRegistry
-from webchat.sessions import InferenceHandle, SessionBusyError
+from webchat.sessions import InferenceHandle, SessionBusyError, UnknownTurnError
 from webchat.settings import ServerSettings
 from webchat.storage import Store
 from webchat.transport import TopicSink, Transport, topic_for
@@ -45,12 +45,28 @@ class PromptTooLargeError(WebchatError):
     status_code = 413
 
 
+def unknown_parent(conv_id: str, parent_turn_id: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"unknown parent_turn_id {parent_turn_id!r}: conversation {conv_id!r} has no such turn",
+        parent_turn_id=parent_turn_id,
+    )
+
+
 class RunRequest(BaseModel):
     """Body of ``POST /chat``."""
 
     prompt: str = Field(min_length=1)
     conv_id: str | None = None
     overrides: dict[str, Any] | None = None
+    parent_turn_id: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The turn the run continues: absent or null, the tip of the current "
+        "branch (the most recently created turn); a turn id, a branch from that turn (a "
+        "regenerate sends the parent of the answer's turn, an edit the parent of the edited "
+        "message's turn); an empty string, a new root with no history. An unknown id is a "
+        "400.",
+    )
 
 
 class RunAccepted(BaseModel):
@@ -61,6 +77,12 @@ class RunAccepted(BaseModel):
     run_id: str = Field(description="legacy alias of session_id")
     inference_id: str
     turn_id: str | None = None
+    parent_turn_id: str | None = Field(
+        default=None,
+        description="Running: the turn this run continues (absent: it starts a root). "
+        "Queued: the parent as requested (absent: the tip when the run starts; an empty "
+        "string: a new root).",
+    )
     status: Literal["running", "queued"]
     queue_position: int | None = None
 
@@ -154,6 +176,7 @@ class RunScheduler:
         # Validate the request before any policy decision, so a bad one never waits in line.
         self.builder.build_config(profile.slug, request.overrides)
         await self.access.claim(conv_id, user, to_write=True)
+        await self._check_parent(conv_id, request.parent_turn_id)
         inference_id = new_id()
         if self.quotas is not None:
             await self.quotas.acquire(user.id, inference_id)
@@ -174,12 +197,23 @@ class RunScheduler:
             if policy == "reject":
                 raise await self._busy(conv_id, holder)
             if policy == "enqueue":
-                pending = PendingRun(profile.slug, request.prompt, request.overrides, inference_id)
+                pending = PendingRun(
+                    profile.slug,
+                    request.prompt,
+                    request.overrides,
+                    inference_id,
+                    parent_turn_id=request.parent_turn_id,
+                )
                 return await self._enqueue(conv_id, profile.slug, pending)
             await self._take_over(conv_id, holder, inference_id)
         try:
             return await self._start(
-                conv_id, profile.slug, request.prompt, request.overrides, inference_id
+                conv_id,
+                profile.slug,
+                request.prompt,
+                request.overrides,
+                inference_id,
+                parent_turn_id=request.parent_turn_id,
             )
         except BaseException:
             await self.coordination.unlock(conv_id, inference_id)
@@ -205,15 +239,23 @@ class RunScheduler:
         prompt: str,
         overrides: dict[str, Any] | None,
         inference_id: str,
+        *,
+        parent_turn_id: str | None = None,
     ) -> RunAccepted:
         """Start a run; the caller holds the conversation's run lock for ``inference_id``."""
         conversation = await self.manager.get_or_create(conv_id, profile_slug, overrides)
         if self.shared_state:
             await self.reads.catch_up(conversation)
         try:
-            handle = conversation.start_run(prompt, inference_id=inference_id)
+            handle = conversation.start_run(
+                prompt, inference_id=inference_id, parent_turn_id=parent_turn_id
+            )
         except SessionBusyError:
             raise await self._busy(conv_id, inference_id) from None
+        except UnknownTurnError as exc:
+            # Checked on submit already; only a parent that was then still running elsewhere
+            # (and so could not be checked) gets here, when that run left no turn behind.
+            raise unknown_parent(conv_id, exc.turn_id) from None
         self.runs_started += 1
         self.manager.persist(conversation, title=prompt)
         handle.add_done_callback(lambda h: self._spawn(self._finish(conversation, h)))
@@ -223,8 +265,35 @@ class RunScheduler:
             run_id=handle.session_id,
             inference_id=handle.inference_id,
             turn_id=handle.turn_id,
+            parent_turn_id=handle.parent_turn_id,
             status="running",
         )
+
+    async def _check_parent(self, conv_id: str, parent_turn_id: str | None) -> None:
+        """Reject a parent the conversation does not have, before any lock or quota is taken
+        (so a bad request never waits in line, nor costs a run slot).
+
+        Memory answers for a loaded conversation, else the store. A turn still being made
+        by a run cannot be checked against what is stored (in another process it is not
+        even in memory): while a run is active, a parent this process cannot find is let
+        through and checked again when the run starts, once that turn exists.
+        """
+        if not parent_turn_id:  # None: the tip; "": a new root. Both always exist.
+            return
+        conversation = self.manager.find(conv_id)
+        if conversation is not None:
+            active = conversation.session.active
+            if any(t.id == parent_turn_id for t in conversation.turns) or (
+                active is not None and active.turn_id == parent_turn_id
+            ):
+                return
+        if conversation is None or self.shared_state:
+            stored = await self.store.load_turns(conv_id)
+            if any(t.id == parent_turn_id for t in stored):
+                return
+        if self.shared_state and await self.coordination.holder(conv_id) is not None:
+            return
+        raise unknown_parent(conv_id, parent_turn_id)
 
     async def _ending(self, conv_id: str, holder: str) -> bool:
         """Whether ``holder`` had already ended and has now let go of the lock.
@@ -250,6 +319,7 @@ class RunScheduler:
             session_id=conversation.session_id,
             run_id=conversation.session_id,
             inference_id=pending.inference_id,
+            parent_turn_id=pending.parent_turn_id,
             status="queued",
             queue_position=position,
         )
@@ -299,6 +369,7 @@ class RunScheduler:
                     pending.prompt,
                     pending.overrides,
                     pending.inference_id,
+                    parent_turn_id=pending.parent_turn_id,
                 )
                 return
             except Exception as exc:

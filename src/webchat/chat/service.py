@@ -220,16 +220,25 @@ class ChatService:
     # -- reading ---------------------------------------------------------------------------
 
     async def timeline(
-        self, conv_id: str, since: int = 0, user: Principal = LOCAL_USER
+        self,
+        conv_id: str,
+        since: int = 0,
+        user: Principal = LOCAL_USER,
+        *,
+        branch: str | None = None,
     ) -> dict[str, Any]:
+        """Frames after ``since``; with ``branch`` (a turn id), only that branch's."""
         await self.access.check_read(conv_id, user)
-        return await self.reads.timeline(conv_id, since)
+        return await self.reads.timeline(conv_id, since, branch)
 
-    async def describe(self, conv_id: str, user: Principal = LOCAL_USER) -> dict[str, Any]:
+    async def describe(
+        self, conv_id: str, user: Principal = LOCAL_USER, *, branch: str | None = None
+    ) -> dict[str, Any]:
         """The conversation as it is: from memory when loaded, else from the store (a read
-        never loads or creates a conversation)."""
+        never loads or creates a conversation); with ``branch`` (a turn id), only the turns
+        of the branch ending there."""
         await self.access.check_read(conv_id, user)
-        return await self.reads.describe(conv_id)
+        return await self.reads.describe(conv_id, branch)
 
     async def list_conversations(
         self, limit: int = 100, user: Principal = LOCAL_USER

@@ -157,8 +157,12 @@ class Conversation:
         return self.pool.count
 
     def adopt_history(self, turns: list[Turn]) -> None:
-        """Take ``turns`` (e.g. stored by another process) as this conversation's history."""
-        self.session.turns = turns
+        """Take ``turns`` (e.g. stored by another process) as this conversation's history.
+
+        Turns are appended in creation order whatever branch they are on, so a longer stored
+        list is a superset of this one, and the tree (each turn's parent) comes with it.
+        """
+        self.session.adopt(turns)
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -233,10 +237,20 @@ class Conversation:
         self.pool.remove(client)
         self.touch()
 
-    def start_run(self, prompt: str, *, inference_id: str | None = None) -> InferenceHandle:
-        """Start an inference; raises ``SessionBusyError`` when one is already running."""
+    def start_run(
+        self,
+        prompt: str,
+        *,
+        inference_id: str | None = None,
+        parent_turn_id: str | None = None,
+    ) -> InferenceHandle:
+        """Start an inference continuing ``parent_turn_id`` (``None``: the current branch's
+        tip; ``""``: a new root; see ``Session.parent_for``). Raises ``SessionBusyError``
+        when one is already running, ``UnknownTurnError`` for an unknown parent."""
         self.touch()
-        return self.session.start_inference(prompt, inference_id=inference_id)
+        return self.session.start_inference(
+            prompt, inference_id=inference_id, parent_turn_id=parent_turn_id
+        )
 
     def cancel_inference(self, inference_id: str) -> None:
         """Cancel the running inference if it is ``inference_id`` (without waiting)."""

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from webchat.engines.settings import StepSettings
 from webchat.tools.mcp import McpServers
@@ -73,6 +80,11 @@ class Profile(BaseModel):
         min_length=1,
         description="a Python agent ('package.module:attribute') replacing the provider engine; "
         "the registry imports it when the profiles are loaded, so a bad path fails at startup",
+    )
+    starters: list[Annotated[str, StringConstraints(min_length=1, max_length=500)]] = Field(
+        default_factory=list,
+        max_length=12,
+        description="prompts the UI offers on an empty conversation; shown, never run unasked",
     )
 
     @field_validator("overridable_settings")

@@ -37,6 +37,14 @@ ConvId = Annotated[
         description="1-128 characters of letters, digits and _ . : - (a letter or digit first)",
     ),
 ]
+Branch = Annotated[
+    str | None,
+    Query(
+        max_length=256,
+        description="A turn id: only the branch ending at that turn (its turns from the root "
+        "down). Unknown: a 400.",
+    ),
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -91,6 +99,7 @@ async def list_profiles(request: Request) -> list[ProfileInfo]:
             mcp_servers=[server.name for server in p.mcp_servers],  # never env, headers, url
             busy_policy=service.busy_policy(p),
             default=p.slug == service.profiles.default_slug,
+            starters=p.starters,
         )
         for p in service.profiles.all()
     ]
@@ -159,22 +168,27 @@ async def conversations(
     "/api/conversations/{conv_id}",
     operation_id="conversation",
     response_model=ConversationDescription,
-    responses=errors(401, 404, 422),
+    responses=errors(400, 401, 404, 422),
 )
-async def conversation(request: Request, conv_id: ConvId) -> dict[str, Any]:
-    return await service_of(request).describe(conv_id, principal_of(request))
+async def conversation(request: Request, conv_id: ConvId, branch: Branch = None) -> dict[str, Any]:
+    """The conversation: its turns (every branch's, or ``branch``'s), tip and children."""
+    return await service_of(request).describe(conv_id, principal_of(request), branch=branch)
 
 
 @router.get(
     "/api/conversations/{conv_id}/timeline",
     operation_id="timeline",
     response_model=Timeline,
-    responses=errors(401, 404, 422),
+    responses=errors(400, 401, 404, 422),
 )
 async def timeline(
-    request: Request, conv_id: ConvId, since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0
+    request: Request,
+    conv_id: ConvId,
+    since: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    branch: Branch = None,
 ) -> dict[str, Any]:
-    return await service_of(request).timeline(conv_id, since, principal_of(request))
+    """Frames after ``since`` (with ``branch``: only that branch's, and frames of no turn)."""
+    return await service_of(request).timeline(conv_id, since, principal_of(request), branch=branch)
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

@@ -62,6 +62,9 @@ class ProfileInfo(BaseModel):
     )
     busy_policy: BusyPolicy
     default: bool
+    starters: list[str] = Field(
+        default_factory=list, description="prompts the UI offers on an empty conversation"
+    )
 
 
 class CancelResult(BaseModel):
@@ -93,7 +96,22 @@ class ConversationDescription(BaseModel):
     queued: int
     last_seq: int
     clients: int
-    turns: list[dict[str, Any]]
+    turns: list[dict[str, Any]] = Field(
+        description="Every turn in creation order (with ``branch``: the branch's turns, root "
+        "first). Each holds its whole transcript; ``metadata.parent_turn_id`` names the turn "
+        "it continues (null: a root)."
+    )
+    tip: str | None = Field(
+        default=None,
+        description="The tip of the current branch: the most recently created turn, which "
+        "a run without parent_turn_id continues (null: no turns yet)",
+    )
+    children: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Every turn id mapped to its children's ids in creation order; the roots "
+        'are under "". Siblings (children of one parent) are the branches of that point.',
+    )
+    branch: str | None = Field(default=None, description="The branch asked for (a turn id), if any")
 
 
 class Timeline(BaseModel):

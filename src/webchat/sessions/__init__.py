@@ -1,5 +1,6 @@
 """Sessions: a conversation's history of turns and its single active inference."""
 
+from webchat.sessions.branches import ROOT, UnknownTurnError
 from webchat.sessions.session import (
     InferenceCancelledError,
     InferenceHandle,
@@ -9,9 +10,11 @@ from webchat.sessions.session import (
 from webchat.sessions.snapshots import DirectorySnapshotHook
 
 __all__ = [
+    "ROOT",
     "DirectorySnapshotHook",
     "InferenceCancelledError",
     "InferenceHandle",
     "Session",
     "SessionBusyError",
+    "UnknownTurnError",
 ]

@@ -4,6 +4,9 @@
 happen with no ``await`` between them, so two callers on the event loop can never both start a
 run. The runner (engine, middlewares, tool loop) is replaceable between runs, which is how a
 conversation swaps its engine while keeping its history.
+
+History is a tree of turns (``webchat.sessions.branches``): a run forks the turn it continues,
+by default the tip of the current branch, and the engine sees only that turn's transcript.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Callable, Sequence
 
 from webchat.engines.base import Handler, RunContext, SnapshotHook
 from webchat.events import EventSink, new_id
+from webchat.sessions import branches
+from webchat.sessions.branches import ROOT
 from webchat.turns import Block, Turn
 
 
@@ -31,10 +36,19 @@ class InferenceCancelledError(RuntimeError):
 class InferenceHandle:
     """A running (or finished) inference: its ids, a way to wait for it, and to cancel it."""
 
-    def __init__(self, *, session_id: str, inference_id: str, turn_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        inference_id: str,
+        turn_id: str,
+        parent_turn_id: str | None = None,
+    ) -> None:
         self.session_id = session_id
         self.inference_id = inference_id
         self.turn_id = turn_id
+        self.parent_turn_id = parent_turn_id
+        """The turn this run continues, as resolved when it started (``None``: a root)."""
         self._task: asyncio.Task[Turn] | None = None
         # A task cancelled before its first step never runs its body: nothing would be
         # published or recorded. So a cancel that early is held until the run has started.
@@ -98,6 +112,7 @@ class Session:
         self.runner = runner
         self.session_id = session_id or new_id()
         self.turns: list[Turn] = list(turns)
+        branches.link_legacy(self.turns)
         self.sinks: tuple[EventSink, ...] = tuple(sinks)
         self.snapshot_hook = snapshot_hook
         self._active: InferenceHandle | None = None
@@ -114,12 +129,32 @@ class Session:
         return self.active is not None
 
     def latest_turn(self) -> Turn | None:
-        return self.turns[-1] if self.turns else None
+        """The most recently created turn: the tip of the current branch."""
+        return branches.tip(self.turns)
 
-    def _input_turn(self, prompt: str, turn_id: str) -> Turn:
-        latest = self.latest_turn()
-        turn = latest.fork(Block.user(prompt)) if latest else Turn(blocks=[Block.user(prompt)])
+    def adopt(self, turns: list[Turn]) -> None:
+        """Take ``turns`` (e.g. stored by another process) as the history."""
+        branches.link_legacy(turns)
+        self.turns = turns
+
+    def parent_for(self, parent_turn_id: str | None) -> Turn | None:
+        """The turn a run asked to continue ``parent_turn_id`` forks.
+
+        ``None``: the tip of the current branch (what continuing a chat means); ``ROOT``
+        (``""``): none, a new root with no history; otherwise that turn, which may be any
+        turn, for a regenerate (the answer's parent) or an edit (the edited message's
+        parent). Raises ``UnknownTurnError`` for an id that is not in the history.
+        """
+        if parent_turn_id is None:
+            return self.latest_turn()
+        if parent_turn_id == ROOT:
+            return None
+        return branches.find(self.turns, parent_turn_id)
+
+    def _input_turn(self, prompt: str, turn_id: str, parent: Turn | None) -> Turn:
+        turn = parent.fork(Block.user(prompt)) if parent else Turn(blocks=[Block.user(prompt)])
         turn.id = turn_id
+        turn.metadata.parent_turn_id = parent.id if parent else None
         return turn
 
     def start_inference(
@@ -128,17 +163,25 @@ class Session:
         *,
         sinks: Sequence[EventSink] | None = None,
         inference_id: str | None = None,
+        parent_turn_id: str | None = None,
     ) -> InferenceHandle:
-        """Start a run on ``prompt`` after the history; raises ``SessionBusyError`` if one runs."""
+        """Start a run on ``prompt`` after the history of ``parent_turn_id`` (see
+        ``parent_for``; default: the current branch's tip).
+
+        Raises ``SessionBusyError`` if a run is active and ``UnknownTurnError`` for an
+        unknown parent, both before anything has started.
+        """
         active = self.active
         if active is not None:
             raise SessionBusyError(active.inference_id)
+        parent = self.parent_for(parent_turn_id)
         handle = InferenceHandle(
             session_id=self.session_id,
             inference_id=inference_id or new_id(),
             turn_id=new_id(),
+            parent_turn_id=parent.id if parent else None,
         )
-        turn = self._input_turn(prompt, handle.turn_id)
+        turn = self._input_turn(prompt, handle.turn_id, parent)
         turn.metadata.session_id = self.session_id
         turn.metadata.inference_id = handle.inference_id
         ctx = RunContext(
@@ -149,28 +192,40 @@ class Session:
             snapshot_hook=self.snapshot_hook,
         )
         self._active = handle
-        handle._attach(asyncio.create_task(self._run(handle, prompt, turn, ctx)))
+        handle._attach(asyncio.create_task(self._run(handle, prompt, turn, parent, ctx)))
         return handle
 
-    async def _run(self, handle: InferenceHandle, prompt: str, turn: Turn, ctx: RunContext) -> Turn:
+    async def _run(
+        self,
+        handle: InferenceHandle,
+        prompt: str,
+        turn: Turn,
+        parent: Turn | None,
+        ctx: RunContext,
+    ) -> Turn:
         handle._mark_started()
         try:
             result = await self.runner(turn, ctx)
         except asyncio.CancelledError:
-            self._record_failure(prompt, ctx, "cancelled")
+            self._record_failure(prompt, parent, ctx, "cancelled")
             raise
         except Exception as exc:
-            self._record_failure(prompt, ctx, str(exc) or type(exc).__name__)
+            self._record_failure(prompt, parent, ctx, str(exc) or type(exc).__name__)
             raise
         result.metadata.session_id = self.session_id
         result.metadata.inference_id = ctx.inference_id
+        # A runner may return a turn of its own making: the link must survive it.
+        result.metadata.parent_turn_id = handle.parent_turn_id
         self.turns.append(result)
         return result
 
-    def _record_failure(self, prompt: str, ctx: RunContext, error: str) -> None:
-        """Keep the user's prompt in history (without partial output) and say why it failed."""
+    def _record_failure(
+        self, prompt: str, parent: Turn | None, ctx: RunContext, error: str
+    ) -> None:
+        """Keep the user's prompt in history (without partial output) and say why it failed;
+        on the same branch, so the prompt stays where the user sent it."""
         assert ctx.turn_id is not None
-        failed = self._input_turn(prompt, ctx.turn_id)
+        failed = self._input_turn(prompt, ctx.turn_id, parent)
         failed.metadata.session_id = self.session_id
         failed.metadata.inference_id = ctx.inference_id
         failed.metadata.error = error

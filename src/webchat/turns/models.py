@@ -4,6 +4,11 @@ A turn is an ordered list of blocks. Engines read the blocks to build a provider
 append the blocks the model produced; the tool loop appends ``tool_use`` blocks holding tool
 results. Each turn in a session is a complete transcript up to that point, so any turn can be
 replayed to a model on its own.
+
+Turns form a tree: ``TurnMetadata.parent_turn_id`` names the turn a turn continues. Forking
+from a turn other than the latest (to regenerate an answer, or to edit an earlier message)
+starts a branch, and because each turn carries its whole transcript, a branch's history is
+exactly its tip's blocks: no other branch can leak into it.
 """
 
 from __future__ import annotations
@@ -97,6 +102,21 @@ class TurnMetadata(BaseModel):
     usage: Usage | None = None
     stop_reason: str | None = None
     error: str | None = None
+    parent_turn_id: str | None = None
+    """The turn this one continues (``None``: a root, with no history before its prompt).
+
+    Siblings (turns with the same parent) are the branches a regenerate or an edit made. A
+    turn stored before branches existed has no such key at all (see ``has_parent_link``).
+    """
+
+    @property
+    def has_parent_link(self) -> bool:
+        """Whether ``parent_turn_id`` was ever set (even to ``None``, for a root).
+
+        A turn stored before branches existed lacks the key; such histories were linear, so
+        its parent is the turn before it (``webchat.sessions.branches.link_legacy``).
+        """
+        return "parent_turn_id" in self.model_fields_set
 
 
 class Turn(BaseModel):
