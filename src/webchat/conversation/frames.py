@@ -39,6 +39,7 @@ from webchat.events import (
     CanonicalRunFinishedEvent,
     CanonicalRunStartedEvent,
     CanonicalRunStoppedEvent,
+    ConversationDeletedEvent,
     ErrorEvent,
     Event,
     FinalEvent,
@@ -77,6 +78,9 @@ from webchat.events.canonical import CANONICAL_TOOL_EVENTS
 logger = logging.getLogger(__name__)
 
 FRAMES_PER_EVENT = 4
+
+DELETED_FRAME = "conversation.deleted"
+"""The last frame of a deleted conversation (its clients are closed after it)."""
 
 # One encoder for every frame: ``json.dumps`` with options builds a new encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
@@ -331,6 +335,8 @@ class FrameTranslator:
             return [FrameSpec(0, "run.failed", {"error": event.error_string}, message_id)]
         if isinstance(event, RunCancelledEvent):
             return [FrameSpec(0, "run.cancelled", {"reason": event.reason}, message_id)]
+        if isinstance(event, ConversationDeletedEvent):
+            return [FrameSpec(0, DELETED_FRAME, {}, message_id)]
         if isinstance(event, StartEvent):
             return [FrameSpec(0, "llm.start", {"model": event.meta.model}, message_id)]
         if isinstance(event, PartialEvent):

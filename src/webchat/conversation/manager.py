@@ -14,6 +14,10 @@ The decisions (DESIGN section 2):
 
 With a store, a conversation that is not in memory (evicted, or the server restarted) comes
 back with its session id, history, profile, overrides and seq, and every frame is persisted.
+
+A deleted conversation is *forgotten*: its ``conversation.deleted`` frame (published on its
+topic, so every process following it sees it after every earlier frame) reaches its clients,
+who are then closed with ``DELETED_CODE``, and it is dropped without being persisted again.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 from webchat.conversation.builder import EngineBuilder
 from webchat.conversation.config import EngineConfig
 from webchat.conversation.conversation import Conversation
-from webchat.conversation.frames import Frame, transport_after_seq
+from webchat.conversation.frames import DELETED_FRAME, Frame, transport_after_seq
 from webchat.conversation.subscribers import SubscriberFactory
 from webchat.errors import ConversationBusyError, UnknownConversationError, WebchatError
 from webchat.profiles import Overrides
@@ -36,6 +40,11 @@ from webchat.storage import ConversationRecord, Store
 from webchat.turns import Turn
 
 log = logging.getLogger("webchat.conversations")
+
+DELETED_CODE = 4404
+"""Close code of a client whose conversation was deleted: do not reconnect to it."""
+DELETED_DRAIN = 1.0
+"""Seconds a deleted conversation's clients get to receive its last frames before the close."""
 
 
 class ConversationManager:
@@ -61,6 +70,7 @@ class ConversationManager:
         # Counters of conversations that are gone, so totals never go backwards.
         self._retired = {"frames_sent": 0, "clients_dropped": 0, "rebuilds": 0}
         self._saved_turns: dict[str, int] = {}
+        self._forgetting: set[asyncio.Task[bool]] = set()
         self.builds = 0
         self.evictions = 0
 
@@ -174,7 +184,7 @@ class ConversationManager:
             session_id=record.session_id if record else None,
             turns=turns,
             start_seq=start_seq,
-            frame_listener=self._persist_frames if self.store is not None else None,
+            frame_listener=self._on_frames,
         )
         await conversation.stream.start()
         self._conversations[conv_id] = conversation
@@ -187,9 +197,32 @@ class ConversationManager:
         )
         return conversation
 
-    def _persist_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
-        if self.store is not None:
+    def _on_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
+        """Persist the frames; a deleted conversation's last frame is not stored (it would
+        bring back what the delete removed) but makes this process forget it."""
+        if any(frame.type == DELETED_FRAME for frame in frames):
+            frames = [frame for frame in frames if frame.type != DELETED_FRAME]
+            task = asyncio.create_task(self.forget(conv_id), name=f"forget {conv_id}")
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
+        if self.store is not None and frames:
             self.store.append_frames(conv_id, frames)
+
+    async def forget(self, conv_id: str) -> bool:
+        """Drop a deleted conversation: its clients get what is queued for them (up to
+        ``DELETED_DRAIN`` seconds) and are closed with ``DELETED_CODE``; nothing of it is
+        persisted again. Idempotent; True if it was here."""
+        conversation = self._conversations.get(conv_id)
+        if conversation is None:
+            return False
+        async with self._lock(conv_id):
+            if self._conversations.get(conv_id) is not conversation:
+                return False
+            await conversation.close_clients(
+                DELETED_CODE, "conversation deleted", drain=DELETED_DRAIN
+            )
+            await self._remove(conv_id, persist=False)
+        return True
 
     def persist(self, conversation: Conversation, *, title: str | None = None) -> None:
         """Queue the conversation's record (and any new turns) for the store; never waits."""
@@ -336,10 +369,10 @@ class ConversationManager:
             await self._remove(conv_id)
         return True
 
-    async def _remove(self, conv_id: str) -> None:
+    async def _remove(self, conv_id: str, *, persist: bool = True) -> None:
         conversation = self._conversations.pop(conv_id)
         await conversation.close()
-        if self.is_durable(conversation):
+        if persist and self.is_durable(conversation):
             self.persist(conversation)
         self._records.pop(conv_id, None)
         self._owners.pop(conv_id, None)
@@ -371,6 +404,8 @@ class ConversationManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        while self._forgetting:
+            await asyncio.gather(*self._forgetting, return_exceptions=True)
         for conv_id in list(self._conversations):
             await self._remove(conv_id)
 

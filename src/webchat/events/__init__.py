@@ -32,6 +32,7 @@ from webchat.events.lifecycle import (
     RunStartedEvent,
     UserMessageEvent,
 )
+from webchat.events.management import MANAGEMENT_EVENTS, ConversationDeletedEvent
 from webchat.events.models import (
     EVENT_TYPES,
     GEPPETTO_EVENTS,
@@ -68,7 +69,7 @@ from webchat.events.sinks import (
     JsonLinesSink,
 )
 
-for _own_event in (*LIFECYCLE_EVENTS, *CANONICAL_EVENTS):
+for _own_event in (*LIFECYCLE_EVENTS, *CANONICAL_EVENTS, *MANAGEMENT_EVENTS):
     register_event_type(_own_event)
 
 __all__ = [
@@ -76,12 +77,14 @@ __all__ = [
     "EVENT_TYPES",
     "GEPPETTO_EVENTS",
     "LIFECYCLE_EVENTS",
+    "MANAGEMENT_EVENTS",
     "AgentModeSwitchEvent",
     "CanonicalRunFailedEvent",
     "CanonicalRunFinishedEvent",
     "CanonicalRunStartedEvent",
     "CanonicalRunStoppedEvent",
     "CollectingSink",
+    "ConversationDeletedEvent",
     "CorrelatedEvent",
     "Correlation",
     "ErrorEvent",

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Cookie, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 import webchat
+from webchat.chat.management import ConversationManagement
 from webchat.chat.service import CONV_ID_PATTERN, ChatService, RunAccepted, RunRequest
 from webchat.server.schemas import (
     CancelResult,
@@ -193,8 +194,10 @@ async def timeline(
 
 @router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> str:
+    service = service_of(request)
+    values = {**service.metrics(), **await ConversationManagement(service).metrics()}
     lines = []
-    for name, value in service_of(request).metrics().items():
+    for name, value in values.items():
         kind = "counter" if name.endswith("_total") else "gauge"
         lines += [f"# TYPE webchat_{name} {kind}", f"webchat_{name} {value:g}"]
     return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ import webchat
 from webchat.agents import ImportPathError, import_object
 from webchat.auth.gate import check_auth_settings
 from webchat.errors import WebchatError
-from webchat.server import api, auth_routes, ws
+from webchat.server import api, auth_routes, manage_api, ws
 from webchat.server.composition import (
     BuilderSetup,
     compose,
@@ -147,6 +147,8 @@ def create_app(
         return JSONResponse({"error": f"invalid request: {problems}"}, status_code=422)
 
     prefix = settings.root
+    # First: its /api/conversations/search must win over /api/conversations/{conv_id}.
+    app.include_router(manage_api.router, prefix=prefix)
     app.include_router(api.router, prefix=prefix)
     app.include_router(ws.router, prefix=prefix)
     app.include_router(auth_routes.router, prefix=prefix)

@@ -1,13 +1,16 @@
 """Durable conversations: records, turns and the frame timeline, so a restarted server can
-list its conversations, continue them and replay ``since`` from disk."""
+list its conversations, continue them and replay ``since`` from disk; and what users do with
+them: rename, delete, search and feedback on answers."""
 
-from webchat.storage.base import ConversationRecord, NullStore, Store
+from webchat.storage.base import ConversationRecord, Feedback, NullStore, Rating, Store
 from webchat.storage.sqlite import SCHEMA_VERSION, SchemaVersionError, SQLiteStore
 
 __all__ = [
     "SCHEMA_VERSION",
     "ConversationRecord",
+    "Feedback",
     "NullStore",
+    "Rating",
     "SQLiteStore",
     "SchemaVersionError",
     "Store",

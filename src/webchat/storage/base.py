@@ -8,13 +8,18 @@ flushing by hand.
 Ownership is the one exception to "writes only queue": ``claim_owner`` decides who owns a
 conversation, so it must be atomic across every process of a deployment and durable before
 it answers, and the caller has to wait for the answer anyway. It is a coroutine, applied at
-once (after the caller's queued writes), never through the queue.
+once (after the caller's queued writes), never through the queue. ``delete_conversation`` is
+the other: the client waits for it, and it must come after every write queued before it.
+
+Renames and feedback are ordinary queued writes. A rename sticks: a record saved later (by a
+process that loaded the conversation before the rename, with the old title) keeps the new one.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -47,6 +52,27 @@ class ConversationRecord(BaseModel):
     updated_at: float
     last_seq: int = 0
     owner: str = ""
+
+
+Rating = Literal["up", "down"]
+
+
+class Feedback(BaseModel):
+    """A user's verdict on one answer (a turn): thumbs up or down, and/or a comment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rating: Rating | None = None
+    comment: str | None = None
+    updated_at: float
+
+
+def make_feedback(rating: Rating | None, comment: str | None) -> Feedback | None:
+    """The feedback to store, stamped now; None when there is nothing left to keep (no rating,
+    no comment): clearing both removes the feedback."""
+    if rating is None and not comment:
+        return None
+    return Feedback(rating=rating, comment=comment or None, updated_at=time.time())
 
 
 class Store(Protocol):
@@ -97,6 +123,42 @@ class Store(Protocol):
     ) -> list[tuple[int, str]]: ...
 
     async def last_seq(self, conv_id: str) -> int: ...
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        """Queue a new title for a stored conversation; later record saves keep it."""
+        ...
+
+    async def delete_conversation(self, conv_id: str) -> bool:
+        """Remove the conversation's record, turns, frames, search text and feedback, at once
+        (after the caller's queued writes); True if a record existed.
+
+        The owner claim is kept: ownership never changes once claimed (every process caches
+        it, and nothing could tell them all that it changed), so a deleted id stays its
+        owner's. It holds no content: only which user the id belonged to.
+        """
+        ...
+
+    async def search_conversations(
+        self, query: str, *, owner: str | None = None, limit: int = 50
+    ) -> list[ConversationRecord]:
+        """Conversations whose title or one turn's text holds every word of ``query``
+        (``webchat.storage.search``), newest activity first; only ``owner``'s when given."""
+        ...
+
+    def save_feedback(
+        self, conv_id: str, turn_id: str, rating: Rating | None, comment: str | None
+    ) -> Feedback | None:
+        """Queue the feedback on one turn (replacing any earlier one); no rating and no
+        comment removes it. Returns what will be stored (None: removed)."""
+        ...
+
+    async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
+        """The conversation's feedback by turn id."""
+        ...
+
+    async def count_feedback(self) -> dict[Rating, int]:
+        """How many stored answers are rated up and down, over every conversation."""
+        ...
 
     @property
     def queued(self) -> int: ...
@@ -166,6 +228,28 @@ class NullStore:
 
     async def last_seq(self, conv_id: str) -> int:
         return 0
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        pass
+
+    async def delete_conversation(self, conv_id: str) -> bool:
+        return False
+
+    async def search_conversations(
+        self, query: str, *, owner: str | None = None, limit: int = 50
+    ) -> list[ConversationRecord]:
+        return []
+
+    def save_feedback(
+        self, conv_id: str, turn_id: str, rating: Rating | None, comment: str | None
+    ) -> Feedback | None:
+        return make_feedback(rating, comment)
+
+    async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
+        return {}
+
+    async def count_feedback(self) -> dict[Rating, int]:
+        return {"up": 0, "down": 0}
 
     @property
     def queued(self) -> int:

@@ -13,10 +13,23 @@ Keys (``{p}`` is the prefix, ``webchat:`` by default):
 ``{p}conv:<id>`` record JSON · ``{p}convs`` sorted set by updated time ·
 ``{p}convs:owner:<owner>`` the same, per record owner ·
 ``{p}owner:<id>`` the claimed owner · ``{p}turns:<id>`` hash index -> turn JSON ·
-``{p}frames:<id>`` hash seq -> frame JSON · ``{p}fseq:<id>`` sorted set of frame seqs.
+``{p}frames:<id>`` hash seq -> frame JSON · ``{p}fseq:<id>`` sorted set of frame seqs ·
+``{p}title:<id>`` a renamed title · ``{p}text:<id>`` hash index -> the turn's search text ·
+``{p}feedback:<id>`` hash turn id -> feedback JSON · ``{p}feedback:counts`` hash rating -> how
+many stored answers have it.
 
 Records saved before ownership existed are in no ``convs:owner:`` set (not even the one for
 ``""``) until they are saved again.
+
+A renamed title lives in its own key and is laid over the record's when read: a process that
+loaded the conversation before the rename saves the record with the old title, and must not
+undo the rename.
+
+Search has no index here: ``search_conversations`` scans the owner's conversations (everyone's
+for an admin), newest first, comparing every query word as a case-insensitive substring of the
+title and of each turn's search text, until it has ``limit`` matches or has looked at
+``SEARCH_SCAN_MAX`` conversations. Fine for a person's history; for a deployment's full
+history, use the SQLite store's FTS5 (or RediSearch, which this store does not require).
 """
 
 from __future__ import annotations
@@ -31,7 +44,14 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aredis
 import redis.exceptions
 
-from webchat.storage.base import ConversationRecord, check_owner
+from webchat.storage.base import (
+    ConversationRecord,
+    Feedback,
+    Rating,
+    check_owner,
+    make_feedback,
+)
+from webchat.storage.search import search_terms, text_matches, turn_search_text
 from webchat.transport.redis_client import command_client
 from webchat.turns.models import Turn
 
@@ -43,6 +63,11 @@ log = logging.getLogger("webchat.storage")
 Op = Callable[[Any], None]  # adds commands to a pipeline
 
 _TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+SEARCH_BATCH = 200
+"""Conversations a search reads per round trip."""
+SEARCH_SCAN_MAX = 10_000
+"""The most conversations one search looks at (newest first)."""
 
 # Saving a record moves it between per-owner sets when its owner changes, so an owner's set
 # (and its count) never keeps a conversation that is no longer theirs. A script, because the
@@ -87,6 +112,63 @@ if text then
 end
 redis.call('SET', KEYS[1], owner)
 return owner
+"""
+
+
+# Feedback replaces the turn's earlier feedback and moves the rating counts by the difference,
+# in one script, so concurrent saves from several processes keep the counts exact.
+# KEYS: the conversation's feedback hash, the counts hash; ARGV: turn id, feedback JSON ('' to
+# remove it), its rating ('' for none).
+_SAVE_FEEDBACK = """
+local previous = ''
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local ok, feedback = pcall(cjson.decode, old)
+  if ok and type(feedback) == 'table' and type(feedback.rating) == 'string' then
+    previous = feedback.rating
+  end
+end
+if ARGV[2] == '' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+if previous ~= ARGV[3] then
+  if previous ~= '' then redis.call('HINCRBY', KEYS[2], previous, -1) end
+  if ARGV[3] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[3], 1) end
+end
+return 1
+"""
+
+# Every key of a conversation but its owner claim (see ``Store.delete_conversation``), and its
+# place in the global and per-owner indexes; its feedback leaves the counts. One script, so no
+# other process's save lands half way. Returns 1 if a record existed.
+# KEYS: record, global index, owner claim, feedback counts, then the keys deleted outright
+# (turns, text, frames, fseq, title, feedback: the last one); ARGV: conv_id, owner-index prefix.
+_DELETE_CONVERSATION = """
+local owners = {}
+local text = redis.call('GET', KEYS[1])
+if text then
+  local ok, record = pcall(cjson.decode, text)
+  if ok and type(record) == 'table' and type(record.owner) == 'string' then
+    owners[#owners + 1] = record.owner
+  end
+end
+local claimed = redis.call('GET', KEYS[3])
+if claimed then owners[#owners + 1] = claimed end
+for _, owner in ipairs(owners) do
+  redis.call('ZREM', ARGV[2] .. owner, ARGV[1])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+for _, value in ipairs(redis.call('HVALS', KEYS[#KEYS])) do
+  local ok, feedback = pcall(cjson.decode, value)
+  if ok and type(feedback) == 'table' and type(feedback.rating) == 'string' then
+    redis.call('HINCRBY', KEYS[4], feedback.rating, -1)
+  end
+end
+redis.call('DEL', KEYS[1], unpack(KEYS, 5))
+if text then return 1 end
+return 0
 """
 
 
@@ -173,7 +255,27 @@ class RedisStore:
 
     def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:
         key, text = self._key("turns:", conv_id), turn.model_dump_json()  # snapshot now
-        self._queue(lambda pipe: pipe.hset(key, str(index), text))
+        text_key, search_text = self._key("text:", conv_id), turn_search_text(turn)
+
+        def op(pipe: Any) -> None:
+            pipe.hset(key, str(index), text)
+            pipe.hset(text_key, str(index), search_text)
+
+        self._queue(op)
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        key = self._key("title:", conv_id)
+        self._queue(lambda pipe: pipe.set(key, title))
+
+    def save_feedback(
+        self, conv_id: str, turn_id: str, rating: Rating | None, comment: str | None
+    ) -> Feedback | None:
+        feedback = make_feedback(rating, comment)
+        keys = (self._key("feedback:", conv_id), self._key("feedback:counts"))
+        text = "" if feedback is None else feedback.model_dump_json()
+        args = (turn_id, text, (feedback.rating or "") if feedback is not None else "")
+        self._queue(lambda pipe: pipe.eval(_SAVE_FEEDBACK, len(keys), *keys, *args))
+        return feedback
 
     async def flush(self) -> None:
         """Return once everything queued so far is in Redis."""
@@ -214,10 +316,12 @@ class RedisStore:
 
     async def get_conversation(self, conv_id: str) -> ConversationRecord | None:
         await self.flush()
-        text = await self.redis.get(self._key("conv:", conv_id))
+        text, title = await self.redis.mget(
+            [self._key("conv:", conv_id), self._key("title:", conv_id)]
+        )
         if text is None:
             return None
-        record = ConversationRecord.model_validate_json(text)
+        record = _record(text, title)
         return record.model_copy(
             update={"last_seq": max(record.last_seq, await self._max_seq(conv_id))}
         )
@@ -233,8 +337,13 @@ class RedisStore:
         ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
         if not ids:
             return []
-        texts = await self.redis.mget([self._key("conv:", _text(i)) for i in ids])
-        return [ConversationRecord.model_validate_json(t) for t in texts if t is not None]
+        keys = [self._key(kind, _text(i)) for i in ids for kind in ("conv:", "title:")]
+        values = await self.redis.mget(keys)
+        return [
+            _record(text, title)
+            for text, title in zip(values[::2], values[1::2], strict=True)
+            if text is not None
+        ]
 
     async def count_conversations(self, owner: str) -> int:
         await self.flush()
@@ -277,6 +386,75 @@ class RedisStore:
             (int(_text(s)), _text(t)) for s, t in zip(seqs, texts, strict=True) if t is not None
         ]
 
+    async def delete_conversation(self, conv_id: str) -> bool:
+        await self.flush()  # the caller's queued writes come first, and are deleted too
+        keys = [
+            self._key("conv:", conv_id),
+            self._key("convs"),
+            self._key("owner:", conv_id),
+            self._key("feedback:counts"),
+            *(self._key(kind, conv_id) for kind in ("turns:", "text:", "frames:", "fseq:")),
+            self._key("title:", conv_id),
+            self._key("feedback:", conv_id),  # last: the script reads it as KEYS[#KEYS]
+        ]
+        args = (conv_id, self._key("convs:owner:"))
+        return bool(await self.redis.eval(_DELETE_CONVERSATION, len(keys), *keys, *args))
+
+    async def search_conversations(
+        self, query: str, *, owner: str | None = None, limit: int = 50
+    ) -> list[ConversationRecord]:
+        """A substring scan, not an index (see the module docstring)."""
+        terms = search_terms(query)
+        if not terms or limit <= 0:
+            return []
+        await self.flush()
+        index = self._key("convs") if owner is None else self._key("convs:owner:", owner)
+        found: list[ConversationRecord] = []
+        seen: set[str] = set()  # a conversation updated mid-scan moves up: seen twice
+        for start in range(0, SEARCH_SCAN_MAX, SEARCH_BATCH):
+            batch = min(SEARCH_BATCH, SEARCH_SCAN_MAX - start)
+            listed = await self.redis.zrevrange(index, start, start + batch - 1)
+            ids = [conv_id for conv_id in map(_text, listed) if conv_id not in seen]
+            seen.update(ids)
+            pipe = self.redis.pipeline(transaction=False)
+            for conv_id in ids:
+                pipe.get(self._key("conv:", conv_id))
+                pipe.get(self._key("title:", conv_id))
+                pipe.hvals(self._key("text:", conv_id))
+            replies = await pipe.execute()
+            for i, conv_id in enumerate(ids):
+                text, title, turn_texts = replies[3 * i : 3 * i + 3]
+                if text is None:
+                    continue
+                record = _record(text, title)
+                if text_matches(record.title, terms) or any(
+                    text_matches(t, terms) for t in await self._turn_texts(conv_id, turn_texts)
+                ):
+                    found.append(record)
+                    if len(found) >= limit:
+                        return found
+            if len(listed) < batch:  # the index has no more
+                break
+        return found
+
+    async def _turn_texts(self, conv_id: str, stored: list[Any]) -> list[str]:
+        """The turns' search texts; computed from the turns when none is stored (turns
+        saved before search existed)."""
+        if stored:
+            return [_text(t) for t in stored]
+        turns: list[Any] = await self.redis.hvals(self._key("turns:", conv_id))
+        return [turn_search_text(Turn.model_validate_json(t)) for t in turns]
+
+    async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
+        await self.flush()
+        rows = await self.redis.hgetall(self._key("feedback:", conv_id))
+        return {_text(k): Feedback.model_validate_json(v) for k, v in rows.items()}
+
+    async def count_feedback(self) -> dict[Rating, int]:
+        await self.flush()
+        up, down = await self.redis.hmget(self._key("feedback:counts"), ["up", "down"])
+        return {"up": int(up or 0), "down": int(down or 0)}
+
     async def _max_seq(self, conv_id: str) -> int:
         top: list[Any] = await self.redis.zrevrange(self._key("fseq:", conv_id), 0, 0)
         return int(_text(top[0])) if top else 0
@@ -302,6 +480,12 @@ class RedisStore:
     @property
     def write_errors(self) -> int:
         return self._errors
+
+
+def _record(text: Any, title: Any) -> ConversationRecord:
+    """A stored record, with its renamed title if it has one."""
+    record = ConversationRecord.model_validate_json(text)
+    return record if title is None else record.model_copy(update={"title": _text(title)})
 
 
 def _text(value: Any) -> str:

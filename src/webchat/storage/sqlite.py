@@ -16,6 +16,12 @@ one write that skips the queue: it commits in its own transaction before it answ
 
 The schema is versioned (``PRAGMA user_version``) and upgraded in place, one step at a time,
 when the store opens; a file from a newer version is refused rather than misread.
+
+Search (schema 3) is SQLite's FTS5: ``search_text`` holds one row per conversation title
+(``idx`` -1, kept by triggers on ``conversations``) and one per turn (its own text, written
+with the turn), and ``search_fts`` indexes it as an external-content table kept in sync by
+triggers, so the text is stored once. ``search_text`` has its own INTEGER PRIMARY KEY because
+``VACUUM`` may renumber implicit rowids, which would silently detach an FTS index from them.
 """
 
 from __future__ import annotations
@@ -31,7 +37,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from webchat.storage.base import ConversationRecord, check_owner
+from webchat.storage.base import (
+    ConversationRecord,
+    Feedback,
+    Rating,
+    check_owner,
+    make_feedback,
+)
+from webchat.storage.search import fts_query, turn_search_text
 from webchat.turns.models import Turn
 
 if TYPE_CHECKING:
@@ -39,12 +52,78 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("webchat.storage")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
+
+TITLE_IDX: Final = -1
+"""The ``search_text.idx`` of a conversation's title (turns count from 0)."""
+
+# The tokenizer folds case and diacritics ("Héllo" is found by "hello").
+_STEP_3: Final = (
+    "ALTER TABLE conversations ADD COLUMN renamed INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE search_text (
+    id      INTEGER PRIMARY KEY,
+    conv_id TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    text    TEXT NOT NULL,
+    UNIQUE (conv_id, idx)
+)""",
+    """CREATE VIRTUAL TABLE search_fts USING fts5(
+    text, content='search_text', content_rowid='id', tokenize='unicode61 remove_diacritics 2'
+)""",
+    """CREATE TRIGGER search_text_insert AFTER INSERT ON search_text BEGIN
+    INSERT INTO search_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+    """CREATE TRIGGER search_text_delete AFTER DELETE ON search_text BEGIN
+    INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END""",
+    """CREATE TRIGGER search_text_update AFTER UPDATE OF text ON search_text BEGIN
+    INSERT INTO search_fts (search_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO search_fts (rowid, text) VALUES (new.id, new.text);
+END""",
+    f"""CREATE TRIGGER conversations_title_insert AFTER INSERT ON conversations BEGIN
+    INSERT INTO search_text (conv_id, idx, text) VALUES (new.conv_id, {TITLE_IDX}, new.title)
+    ON CONFLICT (conv_id, idx) DO UPDATE SET text = excluded.text;
+END""",
+    f"""CREATE TRIGGER conversations_title_update AFTER UPDATE OF title ON conversations
+WHEN old.title IS NOT new.title BEGIN
+    INSERT INTO search_text (conv_id, idx, text) VALUES (new.conv_id, {TITLE_IDX}, new.title)
+    ON CONFLICT (conv_id, idx) DO UPDATE SET text = excluded.text;
+END""",
+    """CREATE TABLE feedback (
+    conv_id    TEXT NOT NULL,
+    turn_id    TEXT NOT NULL,
+    rating     TEXT CHECK (rating IN ('up', 'down')),
+    comment    TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (conv_id, turn_id)
+)""",
+    # What existed before search: every title, then (below, in Python) every turn's text.
+    f"INSERT INTO search_text (conv_id, idx, text) SELECT conv_id, {TITLE_IDX}, title "
+    "FROM conversations",
+)
+
+
+def _migrate_to_3(conn: sqlite3.Connection) -> None:
+    """Search, renames and feedback (issue 11); indexes the turns already stored."""
+    for statement in _STEP_3:
+        conn.execute(statement)
+    rows = conn.execute("SELECT conv_id, idx, body FROM turns").fetchall()
+    conn.executemany(_UPSERT_TURN_TEXT, [(c, i, _stored_turn_text(b)) for c, i, b in rows])
+
+
+def _stored_turn_text(body: str) -> str:
+    try:
+        return turn_search_text(Turn.model_validate_json(body))
+    except ValueError:  # a turn this code cannot read is still kept, just not searchable
+        logger.warning("a stored turn could not be read for the search index")
+        return ""
+
 
 # Each entry takes the database from the version before it to its own; a new database runs
 # them all, so a fresh file and a migrated one end with the same schema. Never edit a step
-# that has shipped: add the next one and bump SCHEMA_VERSION.
-_MIGRATIONS: Final[dict[int, str]] = {
+# that has shipped: add the next one and bump SCHEMA_VERSION. A step is SQL statements
+# separated by ";" (no triggers), or a function for what SQL alone cannot do.
+_MIGRATIONS: Final[dict[int, str | Callable[[sqlite3.Connection], None]]] = {
     1: """
 CREATE TABLE IF NOT EXISTS conversations (
     conv_id      TEXT PRIMARY KEY,
@@ -87,10 +166,12 @@ CREATE TABLE owners (
     claimed_at REAL NOT NULL
 );
 """,
+    3: _migrate_to_3,
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
-# ``created_at`` is deliberately not updated: it records the first save.
+# ``created_at`` is deliberately not updated: it records the first save. A renamed title is
+# kept: the process saving may have loaded the record before the rename.
 _UPSERT_CONVERSATION = """
 INSERT INTO conversations (conv_id, session_id, profile_slug, overrides, signature, title,
                            created_at, updated_at, last_seq, owner)
@@ -100,7 +181,7 @@ ON CONFLICT (conv_id) DO UPDATE SET
     profile_slug = excluded.profile_slug,
     overrides = excluded.overrides,
     signature = excluded.signature,
-    title = excluded.title,
+    title = CASE WHEN conversations.renamed THEN conversations.title ELSE excluded.title END,
     updated_at = excluded.updated_at,
     last_seq = excluded.last_seq,
     owner = excluded.owner
@@ -116,6 +197,33 @@ ON CONFLICT (conv_id, seq) DO NOTHING
 _UPSERT_TURN = """
 INSERT INTO turns (conv_id, idx, turn_id, body) VALUES (?, ?, ?, ?)
 ON CONFLICT (conv_id, idx) DO UPDATE SET turn_id = excluded.turn_id, body = excluded.body
+"""
+
+# Unchanged text is not rewritten: the FTS index would be updated for nothing.
+_UPSERT_TURN_TEXT = """
+INSERT INTO search_text (conv_id, idx, text) VALUES (?, ?, ?)
+ON CONFLICT (conv_id, idx) DO UPDATE SET text = excluded.text
+WHERE search_text.text IS NOT excluded.text
+"""
+
+_RENAME = "UPDATE conversations SET title = ?, renamed = 1 WHERE conv_id = ?"
+
+_UPSERT_FEEDBACK = """
+INSERT INTO feedback (conv_id, turn_id, rating, comment, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (conv_id, turn_id) DO UPDATE SET
+    rating = excluded.rating, comment = excluded.comment, updated_at = excluded.updated_at
+"""
+
+_DELETE_FEEDBACK = "DELETE FROM feedback WHERE conv_id = ? AND turn_id = ?"
+
+# Everything of a conversation but its owner claim (see ``Store.delete_conversation``).
+_CONVERSATION_TABLES: Final = ("conversations", "turns", "frames", "search_text", "feedback")
+
+_SEARCH = """
+WHERE c.conv_id IN (
+    SELECT s.conv_id FROM search_fts JOIN search_text s ON s.id = search_fts.rowid
+    WHERE search_fts MATCH ?
+)
 """
 
 # A record saved before its frames were written says less than the timeline does, so the
@@ -266,6 +374,21 @@ class SQLiteStore:
         # Serialised now, not when written: turns are mutable, and the caller means the turn
         # as it is at this call.
         self._enqueue("turn", (conv_id, index, turn.id, turn.model_dump_json()))
+        self._enqueue("turn_text", (conv_id, index, turn_search_text(turn)))
+
+    def rename_conversation(self, conv_id: str, title: str) -> None:
+        self._enqueue("rename", (title, conv_id))
+
+    def save_feedback(
+        self, conv_id: str, turn_id: str, rating: Rating | None, comment: str | None
+    ) -> Feedback | None:
+        feedback = make_feedback(rating, comment)
+        if feedback is None:
+            self._enqueue("feedback_clear", (conv_id, turn_id))
+        else:
+            params = (conv_id, turn_id, feedback.rating, feedback.comment, feedback.updated_at)
+            self._enqueue("feedback", params)
+        return feedback
 
     def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:
         if not self._accepting:
@@ -350,6 +473,49 @@ class SQLiteStore:
         rows = await self._read(self._query, _SELECT_LAST_SEQ, conv_id, conv_id)
         return int(rows[0][0])
 
+    async def delete_conversation(self, conv_id: str) -> bool:
+        """One transaction (after the caller's queued writes), committed before it returns;
+        the search index follows through its triggers."""
+        return await self._read(self._delete, conv_id)
+
+    async def search_conversations(
+        self, query: str, *, owner: str | None = None, limit: int = 50
+    ) -> list[ConversationRecord]:
+        """Full-text search (FTS5) over titles and turn text; see ``webchat.storage.search``."""
+        match = fts_query(query)
+        if match is None or limit <= 0:
+            return []
+        where, params = _SEARCH, [match]
+        if owner is not None:
+            where += "AND c.owner = ? "
+            params.append(owner)
+        sql = _SELECT_CONVERSATION + where + "ORDER BY c.updated_at DESC, c.conv_id DESC LIMIT ?"
+        try:
+            rows = await self._read(self._query, sql, *params, limit)
+        except sqlite3.OperationalError as exc:
+            if not str(exc).startswith("fts5:"):
+                raise
+            # Quoting should make this impossible; a search must still never be a 500.
+            logger.warning("search %r failed: %s", match, exc)
+            return []
+        return [_record(row) for row in rows]
+
+    async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
+        sql = "SELECT turn_id, rating, comment, updated_at FROM feedback WHERE conv_id = ?"
+        rows = await self._read(self._query, sql, conv_id)
+        return {
+            str(turn_id): Feedback(rating=rating, comment=comment, updated_at=updated_at)
+            for turn_id, rating, comment, updated_at in rows
+        }
+
+    async def count_feedback(self) -> dict[Rating, int]:
+        sql = "SELECT rating, count(*) FROM feedback WHERE rating IS NOT NULL GROUP BY rating"
+        counts: dict[Rating, int] = {"up": 0, "down": 0}
+        for rating, count in await self._read(self._query, sql):
+            if rating in counts:
+                counts[rating] = int(count)
+        return counts
+
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         # A caller that wrote and then reads expects to see its write.
         await self.flush()
@@ -394,9 +560,13 @@ class SQLiteStore:
                 )
             # All steps in one transaction: a failed upgrade leaves the file as it was.
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                migration = _MIGRATIONS[step]
+                if callable(migration):
+                    migration(conn)
+                else:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
                 logger.info("%s: schema migrated to version %d", self._path, step)
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -429,6 +599,24 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
             return str(winner)
+
+    def _delete(self, conv_id: str) -> bool:
+        with self._lock:
+            conn = self._require_conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                removed = {
+                    table: conn.execute(
+                        f"DELETE FROM {table} WHERE conv_id = ?", (conv_id,)
+                    ).rowcount
+                    for table in _CONVERSATION_TABLES
+                }
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return removed["conversations"] > 0
 
     def _require_conn(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -530,6 +718,10 @@ _SQL: Final = {
     "conversation": _UPSERT_CONVERSATION,
     "frame": _INSERT_FRAME,
     "turn": _UPSERT_TURN,
+    "turn_text": _UPSERT_TURN_TEXT,
+    "rename": _RENAME,
+    "feedback": _UPSERT_FEEDBACK,
+    "feedback_clear": _DELETE_FEEDBACK,
 }
 
 

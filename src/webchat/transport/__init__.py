@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from webchat.transport.base import (
     TOPIC_PREFIX,
+    DeletableTopics,
     Subscription,
     TopicSink,
     Transport,
@@ -38,6 +39,7 @@ def create_transport(
 
 __all__ = [
     "TOPIC_PREFIX",
+    "DeletableTopics",
     "InMemoryTransport",
     "RedisStreamsTransport",
     "Subscription",

@@ -87,6 +87,13 @@ class Transport(Protocol):
         ...
 
 
+@runtime_checkable
+class DeletableTopics(Protocol):
+    """A transport that can drop a topic and everything it retains (both backends can)."""
+
+    async def delete_topic(self, topic: str) -> None: ...
+
+
 class TopicSink:
     """The base event sink: an engine's events land on the conversation's topic.
 

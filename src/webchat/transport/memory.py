@@ -94,6 +94,13 @@ class InMemoryTransport:
         state.subscribers[subscription] = None
         return subscription
 
+    async def delete_topic(self, topic: str) -> None:
+        """Forget the topic and its retained messages (its conversation was deleted), so a
+        new conversation under the same id does not replay them. Subscribers still reading it
+        receive nothing more."""
+        self._check_open()
+        self._topics.pop(topic, None)
+
     async def close(self) -> None:
         if self._closed:
             return

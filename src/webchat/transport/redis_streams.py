@@ -285,6 +285,14 @@ class RedisStreamsTransport:
         subscription._start()
         return subscription
 
+    async def delete_topic(self, topic: str) -> None:
+        """Delete the topic's stream (its conversation was deleted), so a new conversation
+        under the same id does not replay it. A reader still following it blocks on the
+        missing key and sees the entries of a stream created again later (newer ids)."""
+        self._check_open()
+        async with asyncio.timeout(self.command_timeout):
+            await self.client.delete(topic)
+
     async def _last_entry_id(self, topic: str) -> str:
         async with asyncio.timeout(self.command_timeout):
             newest = await self.client.xrevrange(topic, count=1)
