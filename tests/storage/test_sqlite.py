@@ -397,7 +397,7 @@ async def test_a_version_1_database_is_migrated_in_place(db_path, tmp_path):
         await store.close()
 
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,) == (4,)
         plan = " ".join(
             str(row)
             for row in conn.execute(

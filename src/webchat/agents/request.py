@@ -27,7 +27,10 @@ class AgentRequest(BaseModel):
 
     prompt: str
     messages: list[dict[str, Any]] = Field(
-        description="OpenAI chat format: system prompt first, then user/assistant/tool messages"
+        description="OpenAI chat format: system prompt first, then user/assistant/tool "
+        "messages. A user message with attachments has a list of content parts as its "
+        "content: its text, an image_url part (a base64 data URL) per image, and a text part "
+        "'<name>:\n<content>' per text file; one without attachments has a plain string."
     )
     conv_id: str
     session_id: str | None = None

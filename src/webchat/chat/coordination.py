@@ -57,6 +57,9 @@ class PendingRun:
     parent_turn_id: str | None = None
     """The turn the run continues, as requested (``None``: the tip when it starts). Last and
     defaulted, so entries queued in Redis before branches existed still decode."""
+    attachments: list[str] = field(default_factory=list)
+    """Ids of the run's attachments (their bytes are loaded when it starts, not queued).
+    Defaulted, so entries queued before attachments existed still decode."""
 
 
 @dataclass(frozen=True, slots=True)

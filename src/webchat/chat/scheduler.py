@@ -5,6 +5,11 @@ and ``interrupt`` (the active run is cancelled, then the new one starts). The sc
 and hands over the conversation's run lock (through the Coordination, so it holds across
 processes), persists conversations as runs start and end, cancels runs wherever they run,
 closes the runs of processes that died, and owns the background tasks all this spawns.
+
+A run's attachments are checked on submit (ids of this conversation, kinds its profile
+takes) and their bytes loaded from the store when it starts, with those of every attachment
+earlier on its branch, so the engine sees the files of the whole history it is given
+(``webchat.chat.attachments``).
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from webchat.auth.principal import LOCAL_USER, Principal
 from webchat.chat.access import ConversationAccess
+from webchat.chat.attachments import (
+    MAX_ATTACHMENTS_PER_MESSAGE,
+    AttachmentService,
+    attachment_ref,
+    history_ids,
+)
 from webchat.chat.coordination import Coordination, PendingRun
 from webchat.chat.quotas import RunQuotas
 from webchat.chat.reads import ConversationReads
@@ -67,6 +79,15 @@ class RunRequest(BaseModel):
         "message's turn); an empty string, a new root with no history. An unknown id is a "
         "400.",
     )
+    attachments: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Ids of files uploaded to this conversation (POST "
+        "/api/conversations/{conv_id}/attachments) that this message carries, at most "
+        f"{MAX_ATTACHMENTS_PER_MESSAGE} (413 beyond). An id the conversation does not have "
+        "is a 400; a kind the profile does not take, a 403. The user turn keeps them (its "
+        "user block's payload.attachments).",
+    )
 
 
 class RunAccepted(BaseModel):
@@ -113,6 +134,7 @@ class RunScheduler:
         self.manager = manager
         self.reads = reads
         self.access = access
+        self.attachments = AttachmentService(store, access)
         self.quotas = quotas
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
@@ -177,6 +199,7 @@ class RunScheduler:
         self.builder.build_config(profile.slug, request.overrides)
         await self.access.claim(conv_id, user, to_write=True)
         await self._check_parent(conv_id, request.parent_turn_id)
+        await self.attachments.for_run(conv_id, profile, request.attachments)
         inference_id = new_id()
         if self.quotas is not None:
             await self.quotas.acquire(user.id, inference_id)
@@ -203,6 +226,7 @@ class RunScheduler:
                     request.overrides,
                     inference_id,
                     parent_turn_id=request.parent_turn_id,
+                    attachments=list(request.attachments),
                 )
                 return await self._enqueue(conv_id, profile.slug, pending)
             await self._take_over(conv_id, holder, inference_id)
@@ -214,6 +238,7 @@ class RunScheduler:
                 request.overrides,
                 inference_id,
                 parent_turn_id=request.parent_turn_id,
+                attachments=request.attachments,
             )
         except BaseException:
             await self.coordination.unlock(conv_id, inference_id)
@@ -241,14 +266,22 @@ class RunScheduler:
         inference_id: str,
         *,
         parent_turn_id: str | None = None,
+        attachments: Sequence[str] = (),
     ) -> RunAccepted:
         """Start a run; the caller holds the conversation's run lock for ``inference_id``."""
         conversation = await self.manager.get_or_create(conv_id, profile_slug, overrides)
         if self.shared_state:
             await self.reads.catch_up(conversation)
         try:
-            handle = conversation.start_run(
-                prompt, inference_id=inference_id, parent_turn_id=parent_turn_id
+            refs, data = await self._attachments_for(conversation, parent_turn_id, attachments)
+            # ``Conversation.start_run`` is this plus the attachments, which it does not take.
+            conversation.touch()
+            handle = conversation.session.start_inference(
+                prompt,
+                inference_id=inference_id,
+                parent_turn_id=parent_turn_id,
+                attachments=refs,
+                attachment_data=data,
             )
         except SessionBusyError:
             raise await self._busy(conv_id, inference_id) from None
@@ -268,6 +301,26 @@ class RunScheduler:
             parent_turn_id=handle.parent_turn_id,
             status="running",
         )
+
+    async def _attachments_for(
+        self, conversation: Conversation, parent_turn_id: str | None, ids: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+        """The references the new user block keeps, and the bytes of every attachment the
+        run's transcript holds (its branch's and its own), read from the store now: the
+        run may have been submitted to another process, or queued a while.
+
+        Nothing else runs in the conversation meanwhile (the caller holds its run lock), so
+        the branch resolved here is the one the run starts on. Raises ``UnknownTurnError``.
+        """
+        parent = conversation.session.parent_for(parent_turn_id)
+        wanted = list(dict.fromkeys(ids))
+        records = []
+        if wanted:
+            stored = {r.id: r for r in await self.store.list_attachments(conversation.conv_id)}
+            records = [stored[i] for i in wanted if i in stored]
+        needed = [*history_ids(parent), *(r.id for r in records)]
+        data = await self.attachments.load_data(conversation.conv_id, needed) if needed else {}
+        return [attachment_ref(r) for r in records], data
 
     async def _check_parent(self, conv_id: str, parent_turn_id: str | None) -> None:
         """Reject a parent the conversation does not have, before any lock or quota is taken
@@ -370,6 +423,7 @@ class RunScheduler:
                     pending.overrides,
                     pending.inference_id,
                     parent_turn_id=pending.parent_turn_id,
+                    attachments=pending.attachments,
                 )
                 return
             except Exception as exc:

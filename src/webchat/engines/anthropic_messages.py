@@ -24,6 +24,7 @@ import httpx2
 from anthropic import omit
 from anthropic.types import (
     ContentBlockParam,
+    ImageBlockParam,
     InputJSONDelta,
     MessageParam,
     RawContentBlockDeltaEvent,
@@ -42,6 +43,7 @@ from anthropic.types import (
     ToolUseBlockParam,
 )
 
+from webchat.engines.attachments import ImagePart, attachment_parts
 from webchat.engines.base import EngineError, RunContext, ToolDefinition, scrub, short_detail
 from webchat.engines.settings import StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
@@ -242,6 +244,8 @@ def build_messages(turn: Turn) -> tuple[str, list[MessageParam]]:
 
     The API rejects two consecutive messages of one role, so neighbours are merged; inside a
     user message tool results must come before any text, so they are moved to the front.
+    A user block's attachments come before its text (images first is what Anthropic
+    recommends): an ``image`` block (base64) per image, a text block per text file.
     """
     system_parts: list[str] = []
     messages: list[tuple[str, list[ContentBlockParam]]] = []
@@ -258,6 +262,8 @@ def build_messages(turn: Turn) -> tuple[str, list[MessageParam]]:
             if block.text:
                 system_parts.append(block.text)
         elif kind == BlockKind.USER:
+            for part in attachment_parts(block, turn.attachment_data):
+                add("user", _image(part) if isinstance(part, ImagePart) else _text(part.text))
             if block.text:
                 add("user", _text(block.text))
         elif kind == BlockKind.LLM_TEXT:
@@ -287,6 +293,15 @@ def build_tools(tools: tuple[ToolDefinition, ...]) -> list[ToolParam]:
 
 def _text(text: str) -> TextBlockParam:
     return {"type": "text", "text": text}
+
+
+def _image(part: ImagePart) -> ImageBlockParam:
+    # The media type was sniffed on upload, so it is one of the four the API accepts.
+    media_type = cast(Any, part.media_type)
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": media_type, "data": part.data},
+    }
 
 
 def _tool_use(block: Block) -> ToolUseBlockParam:

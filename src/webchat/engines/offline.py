@@ -5,7 +5,9 @@ deterministic (a function of the transcript), streamed word by word at ``tokens_
 It can also call tools, so every tool source (registered, imported by path, MCP) can be tried
 without a key: ``calc: <expression>`` asks for the ``calculator`` tool, and
 ``use <tool_name> <json object>`` asks for that tool with those arguments, when it is offered;
-once the result is in, it answers with a sentence containing it.
+once the result is in, it answers with a sentence containing it. A message with
+attachments is acknowledged first ("I received 1 image, png, 12 KB."), from their references:
+the offline engine never needs the bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 import time
 import zlib
 
+from webchat.engines.attachments import describe_attachments
 from webchat.engines.base import EngineError, RunContext
 from webchat.engines.settings import StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
@@ -108,7 +111,9 @@ class OfflineEngine:
             stream.add_tool_call(_call_id(turn), CALCULATOR, json.dumps({"expression": expression}))
             stream.stop_reason = "tool_calls"
         else:
-            await self._stream_words(stream, self._answer_words(prompt))
+            received = describe_attachments(_last_user_attachments(turn))
+            lead = received.split(" ") if received else []
+            await self._stream_words(stream, [*lead, *self._answer_words(prompt)])
             stream.stop_reason = "stop"
 
     def _answer_words(self, prompt: str) -> list[str]:
@@ -147,6 +152,13 @@ def _use_request(prompt: str) -> tuple[str, dict[str, object] | None, str | None
     if not isinstance(arguments, dict):
         return name, None, "not a JSON object"
     return name, arguments, None
+
+
+def _last_user_attachments(turn: Turn) -> list[dict[str, object]]:
+    for block in reversed(turn.blocks):
+        if block.kind == BlockKind.USER:
+            return block.attachments
+    return []
 
 
 def _call_id(turn: Turn) -> str:

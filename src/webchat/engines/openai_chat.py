@@ -18,11 +18,13 @@ from openai.types import CompletionUsage
 from openai.types.chat import (
     ChatCompletionAssistantMessageParam,
     ChatCompletionChunk,
+    ChatCompletionContentPartParam,
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
 )
 
+from webchat.engines.attachments import ImagePart, attachment_parts
 from webchat.engines.base import EngineError, RunContext, ToolDefinition, scrub, short_detail
 from webchat.engines.settings import StepSettings
 from webchat.engines.streaming import InferenceStream, stream_inference
@@ -231,7 +233,10 @@ def turn_to_messages(turn: Turn) -> list[ChatCompletionMessageParam]:
 
     The API wants the tool calls of one model step in a single assistant message (with that
     step's text as its content), answered by one ``tool`` message per call. Reasoning and
-    ``other`` blocks are not part of the chat protocol and are left out.
+    ``other`` blocks are not part of the chat protocol and are left out. A user message
+    with attachments has content parts: its text, then an ``image_url`` part (a data URL)
+    per image and a text part (``"<name>:\n<content>"``) per text file, with the bytes
+    from ``turn.attachment_data``.
     """
     messages: list[ChatCompletionMessageParam] = []
     text: list[str] = []
@@ -266,7 +271,11 @@ def turn_to_messages(turn: Turn) -> list[ChatCompletionMessageParam]:
         if kind == BlockKind.SYSTEM:
             messages.append({"role": "system", "content": block.text})
         elif kind == BlockKind.USER:
-            messages.append({"role": "user", "content": block.text})
+            if block.attachments:
+                parts = _user_parts(block, turn.attachment_data)
+                messages.append({"role": "user", "content": parts})
+            else:
+                messages.append({"role": "user", "content": block.text})
         elif kind == BlockKind.TOOL_USE:
             messages.append(
                 {
@@ -277,6 +286,18 @@ def turn_to_messages(turn: Turn) -> list[ChatCompletionMessageParam]:
             )
     flush_assistant()
     return messages
+
+
+def _user_parts(block: Block, data: dict[str, bytes]) -> list[ChatCompletionContentPartParam]:
+    parts: list[ChatCompletionContentPartParam] = []
+    if block.text:
+        parts.append({"type": "text", "text": block.text})
+    for part in attachment_parts(block, data):
+        if isinstance(part, ImagePart):
+            parts.append({"type": "image_url", "image_url": {"url": part.data_url}})
+        else:
+            parts.append({"type": "text", "text": part.text})
+    return parts
 
 
 def _tool_call_param(block: Block) -> ChatCompletionMessageFunctionToolCallParam:

@@ -53,6 +53,21 @@ class ToolLoopOptions(BaseModel):
     max_parallel: int = Field(default=4, ge=1, le=64)
 
 
+AttachmentKindName = Literal["image", "text"]
+
+
+class AttachmentOptions(BaseModel):
+    """Which uploads a profile's conversations take: a model without vision, or an agent
+    that reads no files, turns them off (or limits them to ``text``); refused ones get 403."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    kinds: list[AttachmentKindName] = Field(
+        default_factory=lambda: list[AttachmentKindName](["image", "text"])
+    )
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -85,6 +100,11 @@ class Profile(BaseModel):
         default_factory=list,
         max_length=12,
         description="prompts the UI offers on an empty conversation; shown, never run unasked",
+    )
+
+    attachments: AttachmentOptions = Field(
+        default_factory=AttachmentOptions,
+        description="uploads this profile accepts: {enabled: bool, kinds: [image, text]}",
     )
 
     @field_validator("overridable_settings")

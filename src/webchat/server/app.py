@@ -23,8 +23,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import webchat
 from webchat.agents import ImportPathError, import_object
 from webchat.auth.gate import check_auth_settings
+from webchat.chat.attachments import MAX_ATTACHMENT_BYTES
 from webchat.errors import WebchatError
-from webchat.server import api, auth_routes, manage_api, ws
+from webchat.server import api, attachments_api, auth_routes, manage_api, ws
 from webchat.server.composition import (
     BuilderSetup,
     compose,
@@ -110,7 +111,11 @@ def create_app(
 
     app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
     ws.quiet_invalid_utf8_tracebacks()
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        upload_max_bytes=MAX_ATTACHMENT_BYTES + 64 * 1024,  # one file plus its multipart frame
+    )
     # Added last, so it runs first: nothing is read or parsed for a request it refuses.
     app.add_middleware(SecurityMiddleware, root=settings.root)
 
@@ -150,6 +155,7 @@ def create_app(
     # First: its /api/conversations/search must win over /api/conversations/{conv_id}.
     app.include_router(manage_api.router, prefix=prefix)
     app.include_router(api.router, prefix=prefix)
+    app.include_router(attachments_api.router, prefix=prefix)
     app.include_router(ws.router, prefix=prefix)
     app.include_router(auth_routes.router, prefix=prefix)
     if mode == "oidc":

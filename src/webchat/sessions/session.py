@@ -7,12 +7,18 @@ conversation swaps its engine while keeping its history.
 
 History is a tree of turns (``webchat.sessions.branches``): a run forks the turn it continues,
 by default the tip of the current branch, and the engine sees only that turn's transcript.
+
+A run may carry attachments: their references go into the prompt's user block (so history
+keeps them), and their bytes, with those of every attachment earlier on the branch, are put
+on the input turn in memory (``Turn.attachment_data``) for the engine, and dropped when the
+run ends, so a long conversation does not hold every upload it ever had.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from webchat.engines.base import Handler, RunContext, SnapshotHook
 from webchat.events import EventSink, new_id
@@ -151,8 +157,15 @@ class Session:
             return None
         return branches.find(self.turns, parent_turn_id)
 
-    def _input_turn(self, prompt: str, turn_id: str, parent: Turn | None) -> Turn:
-        turn = parent.fork(Block.user(prompt)) if parent else Turn(blocks=[Block.user(prompt)])
+    def _input_turn(
+        self,
+        prompt: str,
+        turn_id: str,
+        parent: Turn | None,
+        attachments: Sequence[Mapping[str, Any]] = (),
+    ) -> Turn:
+        block = Block.user(prompt, [dict(a) for a in attachments])
+        turn = parent.fork(block) if parent else Turn(blocks=[block])
         turn.id = turn_id
         turn.metadata.parent_turn_id = parent.id if parent else None
         return turn
@@ -164,9 +177,14 @@ class Session:
         sinks: Sequence[EventSink] | None = None,
         inference_id: str | None = None,
         parent_turn_id: str | None = None,
+        attachments: Sequence[Mapping[str, Any]] = (),
+        attachment_data: Mapping[str, bytes] | None = None,
     ) -> InferenceHandle:
         """Start a run on ``prompt`` after the history of ``parent_turn_id`` (see
         ``parent_for``; default: the current branch's tip).
+
+        ``attachments``: references (``webchat.chat.attachments.attachment_ref``) the user
+        block keeps; ``attachment_data``: the bytes the engine gets, by attachment id.
 
         Raises ``SessionBusyError`` if a run is active and ``UnknownTurnError`` for an
         unknown parent, both before anything has started.
@@ -181,7 +199,8 @@ class Session:
             turn_id=new_id(),
             parent_turn_id=parent.id if parent else None,
         )
-        turn = self._input_turn(prompt, handle.turn_id, parent)
+        turn = self._input_turn(prompt, handle.turn_id, parent, attachments)
+        turn.set_attachment_data(dict(attachment_data or {}))
         turn.metadata.session_id = self.session_id
         turn.metadata.inference_id = handle.inference_id
         ctx = RunContext(
@@ -192,7 +211,8 @@ class Session:
             snapshot_hook=self.snapshot_hook,
         )
         self._active = handle
-        handle._attach(asyncio.create_task(self._run(handle, prompt, turn, parent, ctx)))
+        run = self._run(handle, prompt, turn, parent, ctx, tuple(attachments))
+        handle._attach(asyncio.create_task(run))
         return handle
 
     async def _run(
@@ -202,16 +222,21 @@ class Session:
         turn: Turn,
         parent: Turn | None,
         ctx: RunContext,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> Turn:
         handle._mark_started()
         try:
             result = await self.runner(turn, ctx)
         except asyncio.CancelledError:
-            self._record_failure(prompt, parent, ctx, "cancelled")
+            self._record_failure(prompt, parent, ctx, "cancelled", attachments)
             raise
         except Exception as exc:
-            self._record_failure(prompt, parent, ctx, str(exc) or type(exc).__name__)
+            error = str(exc) or type(exc).__name__
+            self._record_failure(prompt, parent, ctx, error, attachments)
             raise
+        finally:
+            turn.set_attachment_data({})  # the bytes were for this run only
+        result.set_attachment_data({})
         result.metadata.session_id = self.session_id
         result.metadata.inference_id = ctx.inference_id
         # A runner may return a turn of its own making: the link must survive it.
@@ -220,12 +245,17 @@ class Session:
         return result
 
     def _record_failure(
-        self, prompt: str, parent: Turn | None, ctx: RunContext, error: str
+        self,
+        prompt: str,
+        parent: Turn | None,
+        ctx: RunContext,
+        error: str,
+        attachments: Sequence[Mapping[str, Any]] = (),
     ) -> None:
-        """Keep the user's prompt in history (without partial output) and say why it failed;
-        on the same branch, so the prompt stays where the user sent it."""
+        """Keep the user's prompt (and its attachments) in history, without partial output,
+        and say why it failed; on the same branch, so the prompt stays where it was sent."""
         assert ctx.turn_id is not None
-        failed = self._input_turn(prompt, ctx.turn_id, parent)
+        failed = self._input_turn(prompt, ctx.turn_id, parent, attachments)
         failed.metadata.session_id = self.session_id
         failed.metadata.inference_id = ctx.inference_id
         failed.metadata.error = error

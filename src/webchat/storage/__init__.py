@@ -2,11 +2,19 @@
 list its conversations, continue them and replay ``since`` from disk; and what users do with
 them: rename, delete, search and feedback on answers."""
 
-from webchat.storage.base import ConversationRecord, Feedback, NullStore, Rating, Store
+from webchat.storage.base import (
+    AttachmentRecord,
+    ConversationRecord,
+    Feedback,
+    NullStore,
+    Rating,
+    Store,
+)
 from webchat.storage.sqlite import SCHEMA_VERSION, SchemaVersionError, SQLiteStore
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AttachmentRecord",
     "ConversationRecord",
     "Feedback",
     "NullStore",

@@ -11,6 +11,10 @@ it answers, and the caller has to wait for the answer anyway. It is a coroutine,
 once (after the caller's queued writes), never through the queue. ``delete_conversation`` is
 the other: the client waits for it, and it must come after every write queued before it.
 
+Attachments are the third: ``save_attachment`` completes before it returns, because the
+uploader is told the attachment's id and may start a run with it at once (from any process).
+They belong to their conversation: ``delete_conversation`` removes them with it.
+
 Renames and feedback are ordinary queued writes. A rename sticks: a record saved later (by a
 process that loaded the conversation before the rename, with the old title) keeps the new one.
 """
@@ -73,6 +77,26 @@ def make_feedback(rating: Rating | None, comment: str | None) -> Feedback | None
     if rating is None and not comment:
         return None
     return Feedback(rating=rating, comment=comment or None, updated_at=time.time())
+
+
+class AttachmentRecord(BaseModel):
+    """What is known about an uploaded file, besides its bytes.
+
+    ``name`` is already sanitised (no path, no control characters) and ``media_type`` is what
+    the server sniffed from the bytes, never what the client claimed: both are safe to echo
+    in headers. ``sha256`` (hex) lets a reader check the bytes it got back.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    conv_id: str
+    owner: str
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    created_at: float
 
 
 class Store(Protocol):
@@ -160,6 +184,20 @@ class Store(Protocol):
         """How many stored answers are rated up and down, over every conversation."""
         ...
 
+    async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
+        """Store an uploaded file; durable (and readable by every process) when it returns."""
+        ...
+
+    async def load_attachment(
+        self, conv_id: str, attachment_id: str
+    ) -> tuple[AttachmentRecord, bytes] | None:
+        """The attachment with its bytes, or None if ``conv_id`` has no such attachment."""
+        ...
+
+    async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
+        """The conversation's attachments, oldest first (records only, no bytes)."""
+        ...
+
     @property
     def queued(self) -> int: ...
 
@@ -180,6 +218,9 @@ class NullStore:
 
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
+        # Kept like owners, for the life of the process: without them a run could not be
+        # given the files its user just uploaded.
+        self._attachments: dict[str, dict[str, tuple[AttachmentRecord, bytes]]] = {}
 
     async def open(self) -> None:
         pass
@@ -233,6 +274,7 @@ class NullStore:
         pass
 
     async def delete_conversation(self, conv_id: str) -> bool:
+        self._attachments.pop(conv_id, None)
         return False
 
     async def search_conversations(
@@ -250,6 +292,18 @@ class NullStore:
 
     async def count_feedback(self) -> dict[Rating, int]:
         return {"up": 0, "down": 0}
+
+    async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
+        self._attachments.setdefault(record.conv_id, {})[record.id] = (record, bytes(data))
+
+    async def load_attachment(
+        self, conv_id: str, attachment_id: str
+    ) -> tuple[AttachmentRecord, bytes] | None:
+        return self._attachments.get(conv_id, {}).get(attachment_id)
+
+    async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
+        found = [record for record, _ in self._attachments.get(conv_id, {}).values()]
+        return sorted(found, key=lambda r: (r.created_at, r.id))
 
     @property
     def queued(self) -> int:

@@ -16,7 +16,8 @@ Keys (``{p}`` is the prefix, ``webchat:`` by default):
 ``{p}frames:<id>`` hash seq -> frame JSON · ``{p}fseq:<id>`` sorted set of frame seqs ·
 ``{p}title:<id>`` a renamed title · ``{p}text:<id>`` hash index -> the turn's search text ·
 ``{p}feedback:<id>`` hash turn id -> feedback JSON · ``{p}feedback:counts`` hash rating -> how
-many stored answers have it.
+many stored answers have it · ``{p}att:<id>:<attachment id>`` hash ``record`` (JSON) and
+``data`` (the bytes) · ``{p}atts:<id>`` sorted set of attachment ids by upload time.
 
 Records saved before ownership existed are in no ``convs:owner:`` set (not even the one for
 ``""``) until they are saved again.
@@ -45,6 +46,7 @@ import redis.asyncio as aredis
 import redis.exceptions
 
 from webchat.storage.base import (
+    AttachmentRecord,
     ConversationRecord,
     Feedback,
     Rating,
@@ -144,7 +146,9 @@ return 1
 # place in the global and per-owner indexes; its feedback leaves the counts. One script, so no
 # other process's save lands half way. Returns 1 if a record existed.
 # KEYS: record, global index, owner claim, feedback counts, then the keys deleted outright
-# (turns, text, frames, fseq, title, feedback: the last one); ARGV: conv_id, owner-index prefix.
+# (turns, text, frames, fseq, title, feedback: the last one); ARGV: conv_id, owner-index prefix,
+# attachment index, attachment key prefix (the attachments' own keys are named from ARGV, as
+# the owner sets are: fine on a single Redis).
 _DELETE_CONVERSATION = """
 local owners = {}
 local text = redis.call('GET', KEYS[1])
@@ -166,6 +170,10 @@ for _, value in ipairs(redis.call('HVALS', KEYS[#KEYS])) do
     redis.call('HINCRBY', KEYS[4], feedback.rating, -1)
   end
 end
+for _, id in ipairs(redis.call('ZRANGE', ARGV[3], 0, -1)) do
+  redis.call('DEL', ARGV[4] .. id)
+end
+redis.call('DEL', ARGV[3])
 redis.call('DEL', KEYS[1], unpack(KEYS, 5))
 if text then return 1 end
 return 0
@@ -397,8 +405,51 @@ class RedisStore:
             self._key("title:", conv_id),
             self._key("feedback:", conv_id),  # last: the script reads it as KEYS[#KEYS]
         ]
-        args = (conv_id, self._key("convs:owner:"))
+        args = (
+            conv_id,
+            self._key("convs:owner:"),
+            self._key("atts:", conv_id),
+            self._key("att:", f"{conv_id}:"),
+        )
         return bool(await self.redis.eval(_DELETE_CONVERSATION, len(keys), *keys, *args))
+
+    def _attachment_key(self, conv_id: str, attachment_id: str) -> str:
+        # Attachment ids never hold ":", so the last segment is always the id.
+        return self._key("att:", f"{conv_id}:{attachment_id}")
+
+    async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
+        """Written (record, bytes and index entry in one MULTI) before it returns."""
+        await self.flush()
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self._attachment_key(record.conv_id, record.id),
+            mapping={"record": record.model_dump_json(), "data": bytes(data)},
+        )
+        pipe.zadd(self._key("atts:", record.conv_id), {record.id: record.created_at})
+        await pipe.execute()
+
+    async def load_attachment(
+        self, conv_id: str, attachment_id: str
+    ) -> tuple[AttachmentRecord, bytes] | None:
+        await self.flush()
+        values: list[Any] = await self.redis.hmget(
+            self._attachment_key(conv_id, attachment_id), ["record", "data"]
+        )
+        record, data = values
+        if record is None or data is None:
+            return None
+        return AttachmentRecord.model_validate_json(record), bytes(data)
+
+    async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
+        await self.flush()
+        ids: list[Any] = await self.redis.zrange(self._key("atts:", conv_id), 0, -1)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for attachment_id in ids:
+            pipe.hget(self._attachment_key(conv_id, _text(attachment_id)), "record")
+        records = await pipe.execute()
+        return [AttachmentRecord.model_validate_json(r) for r in records if r is not None]
 
     async def search_conversations(
         self, query: str, *, owner: str | None = None, limit: int = 50

@@ -22,6 +22,11 @@ Search (schema 3) is SQLite's FTS5: ``search_text`` holds one row per conversati
 with the turn), and ``search_fts`` indexes it as an external-content table kept in sync by
 triggers, so the text is stored once. ``search_text`` has its own INTEGER PRIMARY KEY because
 ``VACUUM`` may renumber implicit rowids, which would silently detach an FTS index from them.
+
+Attachments (schema 4) are rows of ``attachments`` with their bytes in a BLOB column, keyed by
+(conversation, id): one file holds everything of a conversation, so a backup of the file is
+a backup of its uploads too. Saving one skips the queue (like a claim): the uploader is given
+its id and may use it at once.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from webchat.storage.base import (
+    AttachmentRecord,
     ConversationRecord,
     Feedback,
     Rating,
@@ -52,7 +58,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("webchat.storage")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 TITLE_IDX: Final = -1
 """The ``search_text.idx`` of a conversation's title (turns count from 0)."""
@@ -167,6 +173,21 @@ CREATE TABLE owners (
 );
 """,
     3: _migrate_to_3,
+    # Attachments (issue 11): the bytes beside their record, in the same file.
+    4: """
+CREATE TABLE attachments (
+    conv_id    TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    sha256     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    data       BLOB NOT NULL,
+    PRIMARY KEY (conv_id, id)
+);
+""",
 }
 assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
@@ -217,7 +238,19 @@ ON CONFLICT (conv_id, turn_id) DO UPDATE SET
 _DELETE_FEEDBACK = "DELETE FROM feedback WHERE conv_id = ? AND turn_id = ?"
 
 # Everything of a conversation but its owner claim (see ``Store.delete_conversation``).
-_CONVERSATION_TABLES: Final = ("conversations", "turns", "frames", "search_text", "feedback")
+_CONVERSATION_TABLES: Final = (
+    "conversations",
+    "turns",
+    "frames",
+    "search_text",
+    "feedback",
+    "attachments",
+)
+
+_ATTACHMENT_COLUMNS: Final = "id, conv_id, owner, name, media_type, size, sha256, created_at"
+_INSERT_ATTACHMENT: Final = (
+    f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 _SEARCH = """
 WHERE c.conv_id IN (
@@ -516,6 +549,29 @@ class SQLiteStore:
                 counts[rating] = int(count)
         return counts
 
+    async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
+        """Committed in its own transaction before it returns (after the queued writes)."""
+        params = (*_attachment_params(record), sqlite3.Binary(data))
+        await self._read(self._execute_once, _INSERT_ATTACHMENT, params)
+
+    async def load_attachment(
+        self, conv_id: str, attachment_id: str
+    ) -> tuple[AttachmentRecord, bytes] | None:
+        sql = f"SELECT {_ATTACHMENT_COLUMNS}, data FROM attachments WHERE conv_id = ? AND id = ?"
+        rows = await self._read(self._query, sql, conv_id, attachment_id)
+        if not rows:
+            return None
+        *fields, data = rows[0]
+        return _attachment(tuple(fields)), bytes(data)
+
+    async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
+        sql = (
+            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE conv_id = ? "
+            "ORDER BY created_at, id"
+        )
+        rows = await self._read(self._query, sql, conv_id)
+        return [_attachment(row) for row in rows]
+
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         # A caller that wrote and then reads expects to see its write.
         await self.flush()
@@ -599,6 +655,19 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise
             return str(winner)
+
+    def _execute_once(self, sql: str, params: tuple[Any, ...]) -> None:
+        """One statement in its own transaction, committed before returning."""
+        with self._lock:
+            conn = self._require_conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _delete(self, conv_id: str) -> bool:
         with self._lock:
@@ -738,4 +807,32 @@ def _record(row: tuple[Any, ...]) -> ConversationRecord:
         updated_at=updated,
         last_seq=last_seq,
         owner=owner,
+    )
+
+
+def _attachment_params(record: AttachmentRecord) -> tuple[Any, ...]:
+    """The record's columns, in ``_ATTACHMENT_COLUMNS`` order."""
+    return (
+        record.id,
+        record.conv_id,
+        record.owner,
+        record.name,
+        record.media_type,
+        record.size,
+        record.sha256,
+        record.created_at,
+    )
+
+
+def _attachment(row: tuple[Any, ...]) -> AttachmentRecord:
+    attachment_id, conv_id, owner, name, media_type, size, sha256, created_at = row
+    return AttachmentRecord(
+        id=attachment_id,
+        conv_id=conv_id,
+        owner=owner,
+        name=name,
+        media_type=media_type,
+        size=size,
+        sha256=sha256,
+        created_at=created_at,
     )

@@ -9,6 +9,11 @@ Turns form a tree: ``TurnMetadata.parent_turn_id`` names the turn a turn continu
 from a turn other than the latest (to regenerate an answer, or to edit an earlier message)
 starts a branch, and because each turn carries its whole transcript, a branch's history is
 exactly its tip's blocks: no other branch can leak into it.
+
+A user block may carry attachments: ``payload["attachments"]`` is a list of references
+(``id``, ``name``, ``media_type``, ``size``, ``kind``: "image" or "text"), never the bytes,
+which would otherwise be copied into every later turn. The bytes of a run's attachments travel
+with the turn the engine is given, in memory only (``Turn.attachment_data``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from webchat.events.models import Usage, new_id
 
@@ -43,8 +48,10 @@ _DEFAULT_ROLES = {
 
 
 class Block(BaseModel):
-    """One unit of a turn. Payload keys by kind: ``text`` for text kinds; ``id``, ``name``,
-    ``args`` for ``tool_call``; ``id``, ``result`` (and ``error`` on failure) for ``tool_use``."""
+    """One unit of a turn. Payload keys by kind: ``text`` for text kinds (and, on ``user``,
+    ``attachments``: references to uploaded files, see the module docstring); ``id``,
+    ``name``, ``args`` for ``tool_call``; ``id``, ``result`` (and ``error`` on failure) for
+    ``tool_use``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -64,8 +71,19 @@ class Block(BaseModel):
         return value if isinstance(value, str) else str(value)
 
     @classmethod
-    def user(cls, text: str) -> Block:
-        return cls(kind=BlockKind.USER, payload={"text": text})
+    def user(cls, text: str, attachments: list[dict[str, Any]] | None = None) -> Block:
+        """A user message; ``attachments`` (references, no bytes) only when there are any,
+        so a block without them is stored exactly as before."""
+        payload: dict[str, Any] = {"text": text}
+        if attachments:
+            payload["attachments"] = [dict(ref) for ref in attachments]
+        return cls(kind=BlockKind.USER, payload=payload)
+
+    @property
+    def attachments(self) -> list[dict[str, Any]]:
+        """The attachment references of a user block (empty for every other block)."""
+        refs = self.payload.get("attachments") if self.kind == BlockKind.USER else None
+        return [r for r in refs if isinstance(r, dict)] if isinstance(refs, list) else []
 
     @classmethod
     def system(cls, text: str) -> Block:
@@ -126,6 +144,19 @@ class Turn(BaseModel):
     blocks: list[Block] = Field(default_factory=list)
     metadata: TurnMetadata = Field(default_factory=TurnMetadata)
     data: dict[str, Any] = Field(default_factory=dict)
+
+    # In memory only (never serialised): the bytes of the attachments this run's transcript
+    # refers to, by attachment id, loaded from the store when the run starts.
+    _attachment_data: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @property
+    def attachment_data(self) -> dict[str, bytes]:
+        """The bytes of the transcript's attachments, by id, for the engine of this run
+        (empty for a turn read back from storage: a run's start loads them)."""
+        return self._attachment_data
+
+    def set_attachment_data(self, data: dict[str, bytes]) -> None:
+        self._attachment_data = dict(data)
 
     def append(self, *blocks: Block) -> Turn:
         self.blocks.extend(blocks)
