@@ -1,9 +1,12 @@
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from webchat.storage import SQLiteStore
+from tests.storage.helpers import OpenStore
+from webchat.storage import SQLiteStore, Store
+from webchat.storage.redis_store import RedisStore
 
 
 @pytest.fixture
@@ -17,3 +20,30 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
+    """The store contract on both stores: each call opens another store on the same data."""
+    opened: list[Store] = []
+    if request.param == "sqlite":
+        path = tmp_path / "webchat.db"
+
+        def make() -> Store:
+            return SQLiteStore(path)
+    else:
+        url: str = request.getfixturevalue("redis_url")
+        prefix = f"test-{uuid.uuid4().hex}:"  # the session's Redis is shared by every test
+
+        def make() -> Store:
+            return RedisStore(url, prefix=prefix)
+
+    async def open_one() -> Store:
+        store = make()
+        await store.open()
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in reversed(opened):
+        await store.close()

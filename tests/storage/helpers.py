@@ -1,9 +1,10 @@
 """Builders for the storage tests."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from webchat.conversation.frames import Frame
-from webchat.storage import ConversationRecord
+from webchat.storage import ConversationRecord, Store
 from webchat.turns.models import Block, Turn, TurnMetadata
 
 
@@ -52,3 +53,7 @@ def make_record(
     }
     fields.update(kw)
     return ConversationRecord(conv_id=conv_id, **fields)
+
+
+OpenStore = Callable[[], Awaitable[Store]]
+"""Opens another store on the same data (another process, or the same one restarted)."""

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.storage.helpers import make_frames, make_record, make_turns
+from tests.storage.helpers import OpenStore, make_frames, make_record, make_turns
 from tests.storage.test_sqlite import V1_SCHEMA
 from webchat.storage import NullStore, SQLiteStore, Store
 from webchat.storage.redis_store import RedisStore, _text
 from webchat.storage.search import fts_query, search_terms, turn_search_text
 from webchat.turns.models import Block, Turn
-
-OpenStore = Callable[[], Awaitable[Store]]
 
 NASTY_QUERIES = [
     '"',
@@ -46,32 +43,6 @@ NASTY_QUERIES = [
     "🙂",
     "x" * 500,
 ]
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    opened: list[Store] = []
-    if request.param == "sqlite":
-        path = tmp_path / "webchat.db"
-
-        def make() -> Store:
-            return SQLiteStore(path)
-    else:
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"test-{uuid.uuid4().hex}:"  # the session's Redis is shared by every test
-
-        def make() -> Store:
-            return RedisStore(url, prefix=prefix)
-
-    async def open_one() -> Store:
-        store = make()
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in reversed(opened):
-        await store.close()
 
 
 @pytest.fixture

@@ -9,45 +9,14 @@ ownership existed.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from tests.storage.helpers import make_record
+from tests.storage.helpers import OpenStore, make_record
 from tests.support.redis_server import RedisServer
-from webchat.storage import NullStore, SQLiteStore, Store
+from webchat.storage import NullStore, Store
 from webchat.storage.redis_store import RedisStore
-
-OpenStore = Callable[[], Awaitable[Store]]
-"""Opens another store on the same data (another process, or the same one restarted)."""
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    opened: list[Store] = []
-    if request.param == "sqlite":
-        path = tmp_path / "webchat.db"
-
-        def make() -> Store:
-            return SQLiteStore(path)
-    else:
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"test-{uuid.uuid4().hex}:"  # the session's Redis is shared by every test
-
-        def make() -> Store:
-            return RedisStore(url, prefix=prefix)
-
-    async def open_one() -> Store:
-        store = make()
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield open_one
-    for store in reversed(opened):
-        await store.close()
 
 
 @pytest.fixture
