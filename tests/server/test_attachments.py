@@ -204,6 +204,11 @@ async def test_the_offline_engine_acknowledges_and_history_keeps_them(
             "kind": "image",
         }
     ]
+    # every open tab sees them arrive with the prompt (the chat.user_message frame)
+    frames = (await client.get("/api/conversations/c1/timeline")).json()["frames"]
+    prompt = next(f for f in frames if f["type"] == "chat.user_message")
+    assert prompt["text"] == "what is this?"
+    assert prompt["attachments"] == user["payload"]["attachments"]
     gif = (await upload(client, "c1", "a.gif", GIF)).json()["id"]
     note = (await upload(client, "c1", "notes.md", b"n" * 300)).json()["id"]
     body = {"prompt": "and these?", "conv_id": "c1", "attachments": [gif, image["id"], note]}

@@ -244,3 +244,16 @@ async def test_the_model_receives_only_the_branch_it_continues(
                 ("user", "and then?"),
             ]
             assert len(scenario.requests) == 5
+
+
+async def test_the_prompt_frame_names_the_turn_it_continues(client: AppClient) -> None:
+    """Another open tab places a new branch live: its ``chat.user_message`` frame says which
+    turn the run continues (no key for a run that starts a root)."""
+    first = await post(client, "live", "one")
+    second = await post(client, "live", "two")
+    fork = await post(client, "live", "two again", parent_turn_id=first["turn_id"])
+    frames = (await client.get("/api/conversations/live/timeline")).json()["frames"]
+    prompts = {f["turn_id"]: f for f in frames if f["type"] == "chat.user_message"}
+    assert "parent_turn_id" not in prompts[first["turn_id"]]
+    assert prompts[second["turn_id"]]["parent_turn_id"] == first["turn_id"]
+    assert prompts[fork["turn_id"]]["parent_turn_id"] == first["turn_id"]

@@ -32,7 +32,7 @@ from webchat.events import (
 )
 from webchat.sessions import InferenceHandle, Session
 from webchat.transport import Subscription
-from webchat.turns import Turn
+from webchat.turns import BlockKind, Turn
 
 TERMINAL_FRAMES = frozenset({"run.finished", "run.failed", "run.cancelled"})
 RECENT_FRAMES = 1024
@@ -48,6 +48,18 @@ FrameListener = Callable[[str, Sequence[Frame]], None]
 """Sees every frame of a conversation right after it is dispatched (e.g. to persist it)."""
 
 
+def user_message(turn: Turn, ctx: RunContext) -> UserMessageEvent:
+    """The run's prompt as its clients see it: the text, the turn it continues and the
+    attachments of its user block."""
+    prompt = next((b for b in reversed(turn.blocks) if b.kind == BlockKind.USER), None)
+    return UserMessageEvent(
+        meta=ctx.meta(),
+        text=prompt.text if prompt is not None else "",
+        parent_turn_id=turn.metadata.parent_turn_id,
+        attachments=prompt.attachments if prompt is not None else [],
+    )
+
+
 def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Handler:
     """Wrap an engine so each run publishes its prompt, its start, and exactly one ending."""
 
@@ -59,7 +71,7 @@ def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Han
 
     async def _run(turn: Turn, ctx: RunContext) -> Turn:
         try:  # a cancel or failure at any point, even while announcing, still ends the run
-            await ctx.publish(UserMessageEvent(meta=ctx.meta(), text=turn.last_user_text()))
+            await ctx.publish(user_message(turn, ctx))
             await ctx.publish(RunStartedEvent(meta=ctx.meta(), profile=engine.config.profile_slug))
             result = await engine.run_inference(turn, ctx)
         except asyncio.CancelledError:

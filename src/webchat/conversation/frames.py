@@ -326,7 +326,12 @@ class FrameTranslator:
         message_id = event.meta.message_id
         data: dict[str, Any]
         if isinstance(event, UserMessageEvent):
-            return [FrameSpec(0, "chat.user_message", {"text": event.text}, message_id)]
+            fields: dict[str, Any] = {"text": event.text}
+            if event.parent_turn_id is not None:
+                fields["parent_turn_id"] = event.parent_turn_id
+            if event.attachments:
+                fields["attachments"] = event.attachments
+            return [FrameSpec(0, "chat.user_message", fields, message_id)]
         if isinstance(event, RunStartedEvent):
             return [FrameSpec(0, "run.started", {"profile": event.profile}, message_id)]
         if isinstance(event, RunFinishedEvent):

@@ -9,14 +9,21 @@ which they can decode (nothing here writes a top-level ``error``). geppetto's ow
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import Field
 
 from webchat.events.models import Event
 
 
 class UserMessageEvent(Event):
+    """The prompt of a run, as every client of the conversation sees it arrive: with the
+    turn it continues (so another tab can place a new branch live) and its attachments."""
+
     type: Literal["chat.user_message"] = "chat.user_message"
     text: str = ""
+    parent_turn_id: str | None = None
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class RunStartedEvent(Event):
