@@ -3,6 +3,12 @@
 // starts a new chat).
 
 import { api, conversationPath, SignedOutError } from "./api.js";
+import {
+  clearAttachments,
+  draftConvId,
+  initAttachments,
+  readyAttachments,
+} from "./attachments.js";
 import { el, ui } from "./dom.js";
 import { showNotice } from "./notice.js";
 import { currentProfile, state } from "./state.js";
@@ -20,11 +26,25 @@ export function clearPrompt(text) {
     ui.prompt.value = "";
     autosize();
   }
+  clearAttachments();
 }
 
-function send() {
+let waiting = false;
+
+/** Sends the field's text, once the uploads in progress are done (with their ids). */
+async function send() {
   const text = ui.prompt.value;
-  if (text.trim()) hooks.submit(text, { fromComposer: true });
+  if (!text.trim() || waiting) return;
+  waiting = true;
+  ui.composer.dataset.waiting = "true";
+  let attachments;
+  try {
+    attachments = await readyAttachments(state.convId ?? draftConvId());
+  } finally {
+    waiting = false;
+    delete ui.composer.dataset.waiting;
+  }
+  hooks.submit(text, { fromComposer: true, attachments });
 }
 
 export async function stop() {
@@ -75,6 +95,7 @@ function isNewChatShortcut(event) {
 /** hooks: submit(text, options), newChat(), running(), render(). */
 export function initComposer(given) {
   hooks = { ...hooks, ...given };
+  initAttachments();
   ui.composer.addEventListener("submit", (event) => {
     event.preventDefault();
     send();

@@ -2,6 +2,7 @@
 // branches (regenerate, edit, ‹ n / m ›), feedback, and leaving it (new chat, deleted).
 
 import { api, conversationPath, postJson, readJson, sendJson, SignedOutError } from "./api.js";
+import { draftConvId } from "./attachments.js";
 import { clearPrompt, renderStarters } from "./composer.js";
 import { Connection } from "./connection.js";
 import { sleep, ui, uuid } from "./dom.js";
@@ -484,7 +485,7 @@ function describeError(status, body) {
  * a regenerate or an edit). `parentTurnId`: the turn it continues ("" a new root); by
  * default the branch on screen, when that is not the newest one.
  */
-export async function submit(text, { fromComposer = false, parentTurnId } = {}) {
+export async function submit(text, { fromComposer = false, parentTurnId, attachments } = {}) {
   if (state.profiles.length === 0) await profilesReady; // sent while the page was starting
   const profile = currentProfile();
   if (state.sending || !profile) return;
@@ -495,7 +496,7 @@ export async function submit(text, { fromComposer = false, parentTurnId } = {}) 
   try {
     let connection = state.connection;
     if (!state.convId || !connection) {
-      const convId = state.convId ?? uuid();
+      const convId = state.convId ?? draftConvId() ?? uuid(); // where its uploads went
       setUrl(convId, "replace");
       connection = startConversation(convId);
     }
@@ -511,6 +512,7 @@ export async function submit(text, { fromComposer = false, parentTurnId } = {}) 
     state.retryKey = { text, parent, key };
     const body = { prompt: text, conv_id: state.convId };
     if (parent !== undefined) body.parent_turn_id = parent;
+    if (attachments?.length) body.attachments = attachments;
     const override = ui.systemPrompt.value;
     if (profile.allow_overrides && override.trim()) body.overrides = { system_prompt: override };
     const response = await postJson(`chat/${encodeURIComponent(profile.slug)}`, body, {

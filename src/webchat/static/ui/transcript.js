@@ -6,6 +6,7 @@
 // duplicates anything.
 
 import * as markdown from "../markdown.js";
+import { sentAttachments } from "./attachments.js";
 import { copyText, el, flashCopied, formatValue, icon, iconButton } from "./dom.js";
 
 // What an error means for the reader, from the technical text engines and the server write
@@ -295,6 +296,9 @@ export class Transcript {
     edit.addEventListener("click", () => this.startEdit(node));
     row.append(row.branch, copy, edit);
     node.actions = row;
+    if (Array.isArray(event.attachments) && event.attachments.length) {
+      node.append(sentAttachments(event.attachments));
+    }
     node.append(node.bubble, row);
     return node;
   }
