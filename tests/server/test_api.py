@@ -477,3 +477,14 @@ async def test_profiles_offer_their_starters(make_client: Any, tmp_path: Path) -
     async with make_client(profiles=profiles) as client:
         listed = {p["slug"]: p["starters"] for p in (await client.get("/api/chat/profiles")).json()}
     assert listed == {"helper": ["Explain a regex", "calc: 2+2"], "plain": []}
+
+
+async def test_a_finished_run_says_how_long_it_took(client: AppClient) -> None:
+    """Stored with the frame, so an answer read from history shows its duration too."""
+    started = await client.post("/chat", json={"prompt": "hi", "conv_id": "timed"})
+    assert started.status_code == 200
+    await client.run_to_end("timed")
+    frames = await client.timeline("timed")
+    finished = [f for f in frames if f["type"] == "run.finished"]
+    assert len(finished) == 1
+    assert isinstance(finished[0]["duration_ms"], int) and finished[0]["duration_ms"] >= 0

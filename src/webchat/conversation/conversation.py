@@ -70,6 +70,7 @@ def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Han
             on_done()
 
     async def _run(turn: Turn, ctx: RunContext) -> Turn:
+        began = time.monotonic()
         try:  # a cancel or failure at any point, even while announcing, still ends the run
             await ctx.publish(user_message(turn, ctx))
             await ctx.publish(RunStartedEvent(meta=ctx.meta(), profile=engine.config.profile_slug))
@@ -80,7 +81,12 @@ def lifecycle_runner(engine: ComposedEngine, on_done: Callable[[], None]) -> Han
         except Exception as exc:
             await ctx.publish(RunFailedEvent(meta=ctx.meta(), error=str(exc) or type(exc).__name__))
             raise
-        await ctx.publish(RunFinishedEvent(meta=ctx.meta(stop_reason=result.metadata.stop_reason)))
+        await ctx.publish(
+            RunFinishedEvent(
+                meta=ctx.meta(stop_reason=result.metadata.stop_reason),
+                duration_ms=round((time.monotonic() - began) * 1000),
+            )
+        )
         return result
 
     return run

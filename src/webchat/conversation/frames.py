@@ -335,7 +335,8 @@ class FrameTranslator:
         if isinstance(event, RunStartedEvent):
             return [FrameSpec(0, "run.started", {"profile": event.profile}, message_id)]
         if isinstance(event, RunFinishedEvent):
-            return [FrameSpec(0, "run.finished", {}, message_id)]
+            timing = {} if event.duration_ms is None else {"duration_ms": event.duration_ms}
+            return [FrameSpec(0, "run.finished", timing, message_id)]
         if isinstance(event, RunFailedEvent):
             return [FrameSpec(0, "run.failed", {"error": event.error_string}, message_id)]
         if isinstance(event, RunCancelledEvent):

@@ -33,6 +33,9 @@ class RunStartedEvent(Event):
 
 class RunFinishedEvent(Event):
     type: Literal["run.finished"] = "run.finished"
+    duration_ms: int | None = None
+    """How long the run took, from its prompt to its end: shown on every answer, including
+    ones a client only reads from history."""
 
 
 class RunFailedEvent(Event):

@@ -543,7 +543,7 @@ export class Transcript {
     card.retry.hidden = card.superseded || !this.prompts.has(card.dataset.inferenceId);
   }
 
-  /** Token usage (from llm.final) and the duration of a live run, shown on hover. */
+  /** Token usage (from llm.final) and the run's duration (from run.finished), on hover. */
   showMeta(turn) {
     const parts = [];
     const { usage } = turn;
@@ -567,10 +567,12 @@ export class Transcript {
     if (!turn) return;
     turn.dataset.state = state;
     const began = this.started.get(event.inference_id);
-    if (began !== undefined) {
+    if (typeof event.duration_ms === "number") {
+      turn.durationMs = event.duration_ms; // measured by the server: history has it too
+    } else if (began !== undefined) {
       turn.durationMs = performance.now() - began;
-      this.started.delete(event.inference_id);
     }
+    this.started.delete(event.inference_id);
     this.showMeta(turn);
     for (const node of turn.querySelectorAll(".streaming")) {
       node.classList.remove("streaming");
