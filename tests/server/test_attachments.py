@@ -10,12 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from tests.server.auth_support import Team, make_team
 from tests.server.conftest import PROFILES_YAML, AppClient
 from webchat.chat.attachments import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS_PER_MESSAGE
-from webchat.server import attachments_api, create_app
+from webchat.server import create_app
 from webchat.settings import ServerSettings
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * (12 * 1024 - 8)  # 12 KB: only the magic is judged
@@ -37,13 +36,6 @@ ATTACHMENT_PROFILES = (
 Factory = Callable[..., contextlib.AbstractAsyncContextManager[AppClient]]
 
 
-def with_router(app: FastAPI) -> None:
-    """Include the attachments router unless the app already does (until the lead wires it
-    into ``create_app``)."""
-    if not any(getattr(route, "name", None) == "attachment" for route in app.routes):
-        app.include_router(attachments_api.router)
-
-
 @pytest.fixture
 def make(tmp_path: Path) -> Factory:
     profiles = tmp_path / "profiles.yaml"
@@ -54,7 +46,6 @@ def make(tmp_path: Path) -> Factory:
         settings.setdefault("db", ":memory:")
         settings.setdefault("profiles", profiles)
         app = create_app(ServerSettings(**settings))
-        with_router(app)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
@@ -291,7 +282,6 @@ async def test_an_uploaded_image_reaches_an_openai_server_as_an_image_part(
             f'base_url: "{url}/v1", timeout: 5, max_retries: 0}}\n'
         )
         app = create_app(ServerSettings(db=":memory:", profiles=profiles))
-        with_router(app)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:

@@ -25,6 +25,7 @@ from webchat.chat.attachments import (
     AttachmentKind,
     AttachmentService,
     AttachmentTooLargeError,
+    attachment_ref,
     kind_of,
 )
 from webchat.chat.service import CONV_ID_PATTERN
@@ -75,14 +76,7 @@ def attachments_of(request: Request) -> AttachmentService:
 
 def _info(request: Request, record: AttachmentRecord) -> dict[str, Any]:
     url = request.url_for("attachment", conv_id=record.conv_id, attachment_id=record.id)
-    return {
-        "id": record.id,
-        "name": record.name,
-        "media_type": record.media_type,
-        "size": record.size,
-        "kind": kind_of(record.media_type),
-        "url": url.path,
-    }
+    return {**attachment_ref(record), "url": url.path}
 
 
 def content_disposition(record: AttachmentRecord) -> str:

@@ -80,7 +80,8 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)  # nothing is served outside --root: a 404
             return
         path = scope["path"][len(self.root) :]
-        if bearer_token(conn) is not None:
+        token_sent = bearer_token(conn) is not None
+        if token_sent:
             wait = gate.failures.retry_after(gate.client_address(conn))
             if wait is not None:
                 await _refuse(scope, send, 429, "too many failed attempts", websocket, wait)
@@ -88,7 +89,7 @@ class SecurityMiddleware:
         principal = await gate.identify(conn)
         scope.setdefault("state", {})["principal"] = principal
         if principal is None:
-            if bearer_token(conn) is not None:
+            if token_sent:
                 gate.failures.failed(gate.client_address(conn))
             if not _public(path):
                 await self._unauthenticated(scope, send, gate, path, websocket)
