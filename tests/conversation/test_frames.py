@@ -137,7 +137,7 @@ def test_data_cannot_overwrite_the_envelope():
         (
             PartialEvent(meta=meta(), delta="lo", completion="hello"),
             "llm.delta",
-            {"delta": "lo", "cumulative": "hello"},
+            {"delta": "lo"},
         ),
         (
             InterruptEvent(meta=meta(), text="partial"),
@@ -202,7 +202,7 @@ def test_thinking_start_delta_final_sequence(tr):
     ]
     assert [f.seq for f in frames] == sorted({f.seq for f in frames})
     assert {f.id for f in frames} == {"m1"}
-    assert second[0].data == {"delta": ", ok", "cumulative": "Hm, ok"}
+    assert second[0].data == {"delta": ", ok"}
     assert final[0].data == {"text": "Hm, ok"}
     assert final[1].data["text"] == "Yes"
     # Thinking is per message id, and closed by the final: the next message starts afresh.
@@ -360,14 +360,14 @@ def test_a_go_agent_run_shows_as_text_thinking_and_a_tool_card(tr):
     text_ids = {f.id for f in frames if f.type.startswith("llm.")}
     assert text_ids == {MSG}
     assert [f.data for f in by_type["llm.thinking.delta"]] == [
-        {"delta": "The user", "cumulative": "The user"},
-        {"delta": " wants math.", "cumulative": "The user wants math."},
+        {"delta": "The user"},
+        {"delta": " wants math."},
     ]
     assert by_type["llm.thinking.final"][0].data == {"text": "The user wants math."}
     assert by_type["llm.start"][0].data == {"model": "claude-sonnet-4-5"}
     assert [f.data for f in by_type["llm.delta"]] == [
-        {"delta": "Let me", "cumulative": "Let me"},
-        {"delta": " compute.", "cumulative": "Let me compute."},
+        {"delta": "Let me"},
+        {"delta": " compute."},
     ]
     assert by_type["llm.final"][0].data == {
         "text": "Let me compute.",
@@ -380,12 +380,8 @@ def test_a_go_agent_run_shows_as_text_thinking_and_a_tool_card(tr):
     assert started.data == {"name": "calculator", "input": None}
     assert requested.data == {"name": "calculator", "input": {"expression": "6*7"}}
     args_1, args_2, running = by_type["tool.delta"]
-    assert args_1.data == {
-        "status": "pending",
-        "delta": '{"expression":',
-        "arguments": '{"expression":',
-    }
-    assert args_2.data["arguments"] == '{"expression": "6*7"}'
+    assert args_1.data == {"status": "pending", "delta": '{"expression":'}
+    assert args_1.data["delta"] + args_2.data["delta"] == '{"expression": "6*7"}'
     assert running.data == {"status": "running"}
     assert by_type["tool.result"][0].data == {"result": "42", "error": None, "name": "calculator"}
     assert by_type["tool.done"][0].data == {"status": "success"}
@@ -445,11 +441,12 @@ def test_text_deltas_without_accumulated_text_are_accumulated(tr):
     tr.to_frames(text_event("text-segment-started"), 1)
     first = one(tr, text_event("text-delta", delta="Hel"), 2)
     second = one(tr, text_event("text-delta", delta="lo"), 3)
-    assert first.data == {"delta": "Hel", "cumulative": "Hel"}
-    assert second.data == {"delta": "lo", "cumulative": "Hello"}
+    # Frames carry only the delta; the text so far is the translator's, for the end.
+    assert first.data == {"delta": "Hel"}
+    assert second.data == {"delta": "lo"}
     # An empty `text` beside a delta is a producer that does not fill it, not a reset.
     third = one(tr, text_event("text-delta", delta="!", text=""), 4)
-    assert third.data["cumulative"] == "Hello!"
+    assert third.data == {"delta": "!"}
     final = one(tr, text_event("text-segment-finished", text=""), 5)
     assert final.type == "llm.final" and final.data["text"] == "Hello!"
 
@@ -457,11 +454,12 @@ def test_text_deltas_without_accumulated_text_are_accumulated(tr):
 def test_a_translator_that_joined_mid_message_degrades_gracefully(tr):
     # It never saw the segment start: a producer's `text` still tells the whole text ...
     carried = one(tr, text_event("text-delta", "a", delta="lo", text="Hello"), 1)
-    assert carried.data == {"delta": "lo", "cumulative": "Hello"}
-    # ... without it, the cumulative text is unknown (the UI appends the delta to its own).
+    assert carried.data == {"delta": "lo"}
+    assert one(tr, text_event("text-segment-finished", "a", text=""), 2).data["text"] == "Hello"
+    # ... without it, the text is unknown (the UI appends each delta to its own).
     blind = one(tr, text_event("text-delta", "b", delta="lo"), 2)
-    assert blind.data == {"delta": "lo", "cumulative": None}
-    assert one(tr, text_event("text-delta", "b", delta="!"), 3).data["cumulative"] is None
+    assert blind.data == {"delta": "lo"}
+    assert one(tr, text_event("text-delta", "b", delta="!"), 3).data == {"delta": "!"}
     # A final without text says nothing rather than blanking what the UI has.
     assert one(tr, text_event("text-segment-finished", "b", text=""), 4).data["text"] is None
     # Mid-thinking: the missing start comes with the delta, in its own fixed slot.
@@ -486,17 +484,18 @@ def test_a_message_of_several_text_segments_accumulates_across_them(tr):
     )
     tr.to_frames(text_event("text-segment-started"), 4)
     second = one(tr, text_event("text-delta", delta=" Found", text=" Found"), 5)
-    assert second.data["cumulative"] == "Searching. Found"
+    assert second.data == {"delta": " Found"}
     end = one(tr, text_event("text-segment-finished", text=" Found it."), 6)
     assert end.data["text"] == "Searching. Found it."
     # A producer whose `text` is already the message's is not doubled.
     other = FrameTranslator("conv-1")
     other.to_frames(text_event("text-segment-finished", text="A."), 1)
-    whole = one(other, text_event("text-delta", delta=" B", text="A. B"), 2)
-    assert whole.data["cumulative"] == "A. B"
+    other.to_frames(text_event("text-delta", delta=" B", text="A. B"), 2)
+    assert one(other, text_event("text-segment-finished", text=""), 3).data["text"] == "A. B"
     # The provider call's end forgets the message.
     tr.to_frames(text_event("provider-call-finished"), 7)
-    assert one(tr, text_event("text-delta", delta="x"), 8).data["cumulative"] is None
+    tr.to_frames(text_event("text-delta", delta="x"), 8)
+    assert one(tr, text_event("text-segment-finished", text=""), 9).data["text"] is None
 
 
 def test_reasoning_without_its_own_end_is_closed_by_the_text_end(tr):
@@ -515,8 +514,10 @@ def test_open_streams_are_bounded(tr, monkeypatch, caplog):
     for i in range(4):
         tr.to_frames(text_event("text-segment-started", f"m{i}"), i + 1)
     assert "forgetting text of m0" in caplog.text
-    assert one(tr, text_event("text-delta", "m0", delta="x"), 9).data["cumulative"] is None
-    assert one(tr, text_event("text-delta", "m3", delta="x"), 10).data["cumulative"] == "x"
+    for i, forgotten in enumerate(("m0", "m3")):
+        tr.to_frames(text_event("text-delta", forgotten, delta="x"), 9 + 2 * i)
+    assert one(tr, text_event("text-segment-finished", "m0", text=""), 13).data["text"] is None
+    assert one(tr, text_event("text-segment-finished", "m3", text=""), 14).data["text"] == "x"
 
 
 def tool_event(kind: str, **fields) -> Event:
@@ -528,8 +529,8 @@ def test_canonical_tool_arguments_and_failures(tr):
     tr.to_frames(tool_event("tool-call-started", tool_name="calc"), 1)
     first = one(tr, tool_event("tool-call-arguments-delta", delta='{"a"'), 2)
     second = one(tr, tool_event("tool-call-arguments-delta", delta=": 1}"), 3)
-    assert first.data == {"status": "pending", "delta": '{"a"', "arguments": '{"a"'}
-    assert second.data["arguments"] == '{"a": 1}'
+    assert first.data == {"status": "pending", "delta": '{"a"'}
+    assert second.data == {"status": "pending", "delta": ": 1}"}
     failed = one(
         tr,
         tool_event(

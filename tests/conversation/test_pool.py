@@ -1,5 +1,6 @@
 import asyncio
 import inspect
+import json
 
 import pytest
 
@@ -9,15 +10,23 @@ from webchat.conversation.pool import SLOW_CONSUMER_CODE, ConnectionPool
 
 
 def frame(seq: int) -> Frame:
-    return Frame(seq=seq, type="llm.delta", data={"delta": f"t{seq}"}, conv_id="c")
+    """A frame that is never folded into another (not a delta)."""
+    return Frame(seq=seq, type="log", data={"message": f"t{seq}"}, conv_id="c")
+
+
+def delta(seq: int, key: str = "m") -> Frame:
+    return Frame(seq=seq, type="llm.delta", data={"delta": f"t{seq} "}, conv_id="c", id=key)
 
 
 class FakeConnection:
     """A WebSocket stand-in: ``stuck`` never completes a send; ``fail`` raises on send."""
 
-    def __init__(self, *, stuck: bool = False, fail: bool = False) -> None:
+    def __init__(
+        self, *, stuck: bool = False, fail: bool = False, hold: asyncio.Event | None = None
+    ) -> None:
         self.stuck = stuck
         self.fail = fail
+        self.hold = hold  # sends wait until it is set (a network slower than the model)
         self.received: list[str] = []
         self.close_calls: list[tuple[int, str]] = []
         self.closed = asyncio.Event()
@@ -27,6 +36,8 @@ class FakeConnection:
     async def send_text(self, data: str, /) -> None:
         if self.stuck:
             await self._never.wait()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail:
             raise RuntimeError("peer went away")
         await asyncio.sleep(0)  # a real socket write yields to the loop
@@ -480,3 +491,35 @@ async def test_drain_gives_up_on_a_stuck_client(no_leaked_tasks):
     assert await pool.drain(0.05) is False
     await pool.close(1012, "server restarting")
     assert stuck.close_calls == [(1012, "server restarting")]
+
+
+async def test_a_slow_client_gets_queued_deltas_of_a_stream_folded_into_one_frame(no_leaked_tasks):
+    pool = ConnectionPool(max_queue=8)
+    fast = FakeConnection()
+    hold = asyncio.Event()
+    slow = FakeConnection(hold=hold)
+    pool.add(fast)
+    pool.add(slow)
+    frames = [delta(1), *[delta(seq) for seq in range(2, 5001)], frame(5001)]
+    frames += [delta(seq, "other") for seq in range(5002, 5005)]
+    for item in frames:
+        pool.broadcast(item)
+        await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await fast.wait_for_count(len(frames))
+        hold.set()
+        await slow.wait_for_count(4)
+    # A client that keeps up gets every frame as it was made.
+    assert fast.received == [f.json for f in frames]
+    # The slow one: the delta in flight, the 4,999 queued behind it as one frame under the
+    # last seq, the log, then the next stream's deltas folded too; far below max_queue.
+    first, folded, log, other = (json.loads(text)["event"] for text in slow.received)
+    assert first["seq"] == 1
+    assert folded["seq"] == 5000 and folded["type"] == "llm.delta" and folded["id"] == "m"
+    assert first["delta"] + folded["delta"] == "".join(f"t{seq} " for seq in range(1, 5001))
+    assert log["seq"] == 5001
+    assert (other["seq"], other["delta"]) == (5004, "t5002 t5003 t5004 ")
+    assert not slow.close_calls and pool.clients_dropped == 0
+    # Its resume point is the last frame it was sent, as for a client that got every delta.
+    assert next(c for c in pool if c.conn is slow).last_seq == 5004
+    await pool.close()

@@ -97,7 +97,8 @@ async def test_text_deltas_stream_as_partials_and_end_in_final() -> None:
     assert sink.types() == ["start", "partial", "partial", "partial", "partial", "final"]
     partials = [e for e in sink.events if isinstance(e, PartialEvent)]
     assert [p.delta for p in partials] == deltas
-    assert partials[-1].completion == "Hello, world!"
+    assert "".join(p.delta for p in partials) == "Hello, world!"
+    assert all(p.completion == "" for p in partials), "only deltas cross the transport"
     final = sink.events[-1]
     assert isinstance(final, FinalEvent)
     assert final.text == "".join(deltas) == "Hello, world!"
@@ -421,11 +422,14 @@ class WatchingSink(CollectingSink):
         super().__init__()
         self.target = target
         self.reached = asyncio.Event()
+        self.text = ""
 
     async def publish_event(self, event: Event) -> None:
         await super().publish_event(event)
-        if isinstance(event, PartialEvent) and event.completion == self.target:
-            self.reached.set()
+        if isinstance(event, PartialEvent):
+            self.text += event.delta
+            if self.text == self.target:
+                self.reached.set()
 
 
 async def test_cancel_mid_stream_publishes_interrupt() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from websockets.exceptions import ConnectionClosed
 
+from tests.support.client_view import assert_same_transcript
 from tests.support.live_server import live_server
 from tests.support.redis_server import free_port
 from tests.support.ws_client import (
@@ -81,7 +82,8 @@ async def test_conversation_survives_a_restart_and_continues(tmp_path: Path) -> 
                 assert (await client.read_run(run["inference_id"]))["type"] == "run.finished"
             before = await timeline(http, conv_id)
             before_info = await get_json(http, f"/api/conversations/{conv_id}")
-        assert before == client.frames
+        assert_same_transcript(before, client.frames)
+        assert before[-1]["seq"] == client.last_seq
         assert len(before_info["turns"]) == 2
 
     with live_server(db=db, profiles=profiles) as server:
@@ -113,6 +115,7 @@ async def test_conversation_survives_a_restart_and_continues(tmp_path: Path) -> 
                 end = await client.read_run(run["inference_id"])
             assert end["type"] == "run.finished"
 
+            # The replay is the stored history, compacted the same way, then live frames.
             replayed, live = client.frames[: len(before)], client.frames[len(before) :]
             assert replayed == before
             assert live, "no live frames after the replay"
@@ -126,7 +129,7 @@ async def test_conversation_survives_a_restart_and_continues(tmp_path: Path) -> 
             assert info["session_id"] == session_id
             assert len(info["turns"]) == 3
             assert user_texts(info["turns"][-1]) == prompts
-            assert await timeline(http, conv_id) == client.frames
+            assert_same_transcript(await timeline(http, conv_id), client.frames)
 
 
 # -- 10. shutdown mid-run ------------------------------------------------------------------
@@ -202,7 +205,7 @@ async def test_sigterm_mid_run_exits_cleanly_and_records_the_cancel(tmp_path: Pa
             frames = await timeline(http, conv_id)
             assert terminal_frames(frames, run["inference_id"]) == ["run.cancelled"]
             assert frames[-1]["type"] == "run.cancelled"
-            assert client.frames == frames, "the client and the store disagree"
+            assert_same_transcript(client.frames, frames)
 
             info = await get_json(http, f"/api/conversations/{conv_id}")
             assert info["running"] is False

@@ -164,6 +164,7 @@ async def test_topic_sink_events_parse_back_equal(transport: Transport) -> None:
     got = await take(sub, len(events))
 
     assert [parse_event(m.payload) for m in got] == events
+    assert [m.to_event() for m in got] == events
     assert {m.topic for m in got} == {"chat:conv-42"}
     await close(sub)
 

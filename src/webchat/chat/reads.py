@@ -12,6 +12,7 @@ from typing import Any
 
 from webchat.chat.coordination import Coordination
 from webchat.conversation import Conversation, ConversationManager, Frame
+from webchat.conversation.compaction import compact
 from webchat.errors import InvalidRequestError, UnknownConversationError
 from webchat.sessions import UnknownTurnError, branches
 from webchat.storage import Store
@@ -121,11 +122,11 @@ class ConversationReads:
             await self.require_stored(conv_id)
             keep = await self.branch_ids(conv_id, None, branch) if branch is not None else None
             rows = await self.store.frames_since(conv_id, since)
-            frames = [json.loads(text)["event"] for _, text in rows]
+            frames = compact([Frame.from_json(seq, text) for seq, text in rows])
             last = rows[-1][0] if rows else await self.store.last_seq(conv_id)
             return {
                 "conv_id": conv_id,
-                "frames": _on_branch(frames, keep),
+                "frames": _on_branch([f.event() for f in frames], keep),
                 "last_seq": max(last, since),
             }
         keep = await self.branch_ids(conv_id, conversation, branch) if branch is not None else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from webchat.conversation.buffer import FrameBuffer
 from webchat.conversation.builder import ComposedEngine
+from webchat.conversation.compaction import compact
 from webchat.conversation.config import EngineConfig
 from webchat.conversation.frames import Frame
 from webchat.conversation.pool import Client, Connection, ConnectionPool
@@ -240,8 +241,8 @@ class Conversation:
         return self.pool.add(conn, backlog, since=since, hello=hello)
 
     def backlog(self, since: int, older: Sequence[Frame] = ()) -> list[Frame]:
-        """Every frame after ``since``: from ``older`` (storage) what the buffer cannot hold,
-        then the buffer.
+        """Every frame after ``since``, compacted (``compaction``: streams that ended as one
+        frame each): from ``older`` (storage) what the buffer cannot hold, then the buffer.
 
         The seam is fixed by the buffer, not by what storage returned: storage may already
         hold frames this process has not dispatched yet (another process wrote them), and
@@ -249,7 +250,7 @@ class Conversation:
         """
         boundary = self.buffer.complete_after
         frames = [f for f in older if since < f.seq <= boundary]
-        return frames + self.buffer.since(since)
+        return compact(frames + self.buffer.since(since))
 
     def detach(self, client: Client) -> None:
         self.pool.remove(client)

@@ -193,10 +193,12 @@ class FrameSpec:
 
 @dataclass(slots=True)
 class _Stream:
-    """What the translator knows of one streamed text (a message's text or thinking, ...).
+    """What the translator knows of one streamed text (a message's text or its thinking).
 
-    A message may stream several segments (e.g. text, a server tool's output, more text): the
-    finished ones are kept in ``prefix`` so that ``cumulative`` covers the whole message.
+    Frames carry only deltas; the text is kept for the end of a segment whose producer does
+    not send it (``text-segment-finished`` without ``text``). A message may stream several
+    segments (e.g. text, a server tool's output, more text): the finished ones are kept in
+    ``prefix`` so that ``llm.final`` carries the whole message.
     """
 
     prefix: str = ""
@@ -298,7 +300,6 @@ class FrameTranslator:
         self.conv_id = conv_id
         self._thinking = _Streams("thinking")
         self._text = _Streams("text")
-        self._tool_args = _Streams("tool arguments")
 
     def to_frames(self, event: Event, message_seq: int) -> list[Frame]:
         """The frames of ``event``, stamped with seqs derived from its transport message."""
@@ -346,8 +347,7 @@ class FrameTranslator:
         if isinstance(event, StartEvent):
             return [FrameSpec(0, "llm.start", {"model": event.meta.model}, message_id)]
         if isinstance(event, PartialEvent):
-            data = {"delta": event.delta, "cumulative": event.completion}
-            return [FrameSpec(0, "llm.delta", data, message_id)]
+            return [FrameSpec(0, "llm.delta", {"delta": event.delta}, message_id)]
         if isinstance(event, PartialThinkingEvent):
             return self._thinking_delta(message_id, event.delta, event.completion)
         if isinstance(event, FinalEvent):
@@ -416,9 +416,8 @@ class FrameTranslator:
             self._text.start(message_id)
             return [FrameSpec(0, "llm.start", {"model": event.meta.model}, message_id)]
         if isinstance(event, TextDeltaEvent):
-            cumulative = self._text.delta(message_id, event.delta, event.text)
-            data = {"delta": event.delta, "cumulative": cumulative}
-            return [FrameSpec(0, "llm.delta", data, message_id)]
+            self._text.delta(message_id, event.delta, event.text)
+            return [FrameSpec(0, "llm.delta", {"delta": event.delta}, message_id)]
         if isinstance(event, TextSegmentFinishedEvent):
             text = self._text.finish(message_id, event.text)
             stop_reason = event.meta.stop_reason or event.finish_reason
@@ -440,14 +439,11 @@ class FrameTranslator:
         call_id = event.tool_call_id or event.correlation.tool_call_id or event.meta.message_id
         data: dict[str, Any]
         if isinstance(event, ToolCallStartedEvent):
-            self._tool_args.start(call_id)
             data = {"name": event.tool_name, "input": None}
             return [FrameSpec(0, "tool.start", data, call_id)]
         if isinstance(event, ToolCallArgumentsDeltaEvent):
-            arguments = self._tool_args.delta(call_id, event.delta, event.arguments)
-            data = {"status": "pending", "delta": event.delta, "arguments": arguments}
+            data = {"status": "pending", "delta": event.delta}
             return [FrameSpec(0, "tool.delta", data, call_id)]
-        self._tool_args.pop(call_id)
         if isinstance(event, ToolCallRequestedEvent):
             call = ToolCall(id=call_id, name=event.tool_name, input=event.input)
             data = {"name": call.name, "input": _tool_input(call)}
@@ -469,9 +465,8 @@ class FrameTranslator:
         specs: list[FrameSpec] = []
         if not self._thinking.is_open(message_id):
             specs.append(FrameSpec(0, "llm.thinking.start", {}, message_id))
-        cumulative = self._thinking.delta(message_id, delta, carried)
-        data = {"delta": delta, "cumulative": cumulative}
-        specs.append(FrameSpec(1, "llm.thinking.delta", data, message_id))
+        self._thinking.delta(message_id, delta, carried)
+        specs.append(FrameSpec(1, "llm.thinking.delta", {"delta": delta}, message_id))
         return specs
 
     def _thinking_final(self, message_id: str) -> list[FrameSpec]:

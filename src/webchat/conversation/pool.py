@@ -24,6 +24,15 @@ transport to be writable again), the suspended coroutine is handed to the client
 task, which finishes it, then drains whatever was queued meanwhile; ``broadcast`` never
 waits. Frames are still sent one per WebSocket message, in order, each at most once.
 
+Coalescing
+----------
+A client that keeps up gets every delta as it comes. One whose queue already ends with a
+delta of the same stream (its network is slower than the model) gets the new delta folded
+into that queued one: one frame with both texts, under the newer seq (``compaction``). So a
+slow network costs bytes, not frames, a long answer never fills the queue of a client that
+is merely slow, and resuming with ``since`` stays exact, because a client's resume point is
+the last frame it was *sent*.
+
 The first step of a send therefore runs in the broadcaster's task (the stream coordinator),
 the rest, if any, in the client's writer: a ``Connection`` must not tie its ``send_text`` to
 the task it started in (Starlette's and uvicorn's WebSockets do not).
@@ -39,6 +48,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
+from webchat.conversation.compaction import merge_deltas, mergeable
 from webchat.conversation.frames import Frame
 
 logger = logging.getLogger(__name__)
@@ -58,7 +68,28 @@ class Connection(Protocol):
     async def close(self, code: int = 1000, reason: str = "", /) -> None: ...
 
 
-_Stalled = tuple[Coroutine[Any, Any, None], Any, "Frame | str"]
+class _Merged:
+    """Queued deltas of one stream, sent as one frame (built when it is sent, so folding in
+    one more delta costs an append, however many are already folded)."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, first: Frame, second: Frame) -> None:
+        self.frames = [first, second]
+
+    @property
+    def seq(self) -> int:
+        return self.frames[-1].seq
+
+    @property
+    def json(self) -> str:
+        return merge_deltas(self.frames).json
+
+
+_Item = Frame | _Merged | str
+"""What a client's queue holds: frames, folded deltas, per-client messages (``ws.hello``)."""
+
+_Stalled = tuple[Coroutine[Any, Any, None], Any, _Item]
 """A send started by ``broadcast`` that had to wait: its coroutine, what it waits on, its item."""
 
 
@@ -111,7 +142,7 @@ class Client:
         self._high = -1 if last_seq is None else last_seq
         # The newest frame seq queued or sent (or the join point): a frame at or below it
         # is never given to this client again, whichever path (backlog, live) it comes by.
-        self._items: deque[Frame | str] = deque()
+        self._items: deque[_Item] = deque()
         # Items at the head of the queue that were queued at join (greeting and backlog): they
         # are already in memory in the frame buffer, so they do not count against the bound.
         self._exempt = 0
@@ -138,6 +169,22 @@ class Client:
     @property
     def _live(self) -> int:
         return len(self._items) - self._exempt
+
+    def _fold(self, frame: Frame) -> bool:
+        """Fold ``frame`` into a queued delta of the same stream at the tail; False if none."""
+        if not self._items:
+            return False
+        tail = self._items[-1]
+        if isinstance(tail, Frame):
+            if not mergeable(tail, frame):
+                return False
+            self._items[-1] = _Merged(tail, frame)
+        elif isinstance(tail, _Merged) and mergeable(tail.frames[-1], frame):
+            tail.frames.append(frame)
+        else:
+            return False
+        self._high = frame.seq
+        return True
 
     def _push(self, item: Frame | str) -> None:
         if isinstance(item, Frame):
@@ -226,6 +273,8 @@ class ConnectionPool:
                 error = self._send_now(client, frame)
                 if error is not None:
                     failed.append((client, error))
+            elif client._fold(frame):
+                continue
             elif client._live >= self.max_queue:
                 overflowing.append(client)
             else:
@@ -255,8 +304,8 @@ class ConnectionPool:
         client._wake.set()
         return None
 
-    def _sent(self, client: Client, item: Frame | str) -> None:
-        if isinstance(item, Frame):
+    def _sent(self, client: Client, item: _Item) -> None:
+        if not isinstance(item, str):
             client.last_seq = item.seq
             self.frames_sent += 1
 
@@ -380,7 +429,7 @@ class ConnectionPool:
         items = client._items
         send = client.conn.send_text
         while True:
-            item: Frame | str
+            item: _Item
             stalled = client._stalled
             if stalled is not None:
                 coro, waiting, item = stalled
@@ -402,7 +451,7 @@ class ConnectionPool:
                 client._exempt -= 1
             client._sending = True
             try:
-                await send(item.json if isinstance(item, Frame) else item)
+                await send(item if isinstance(item, str) else item.json)
             except Exception as exc:
                 await self._write_failed(client, exc)
                 return

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 
 from webchat.conversation.frames import FRAMES_PER_EVENT, Frame, FrameTranslator, frame_seq
-from webchat.events import EventParseError, parse_event
+from webchat.events import EventParseError
 from webchat.transport import Subscription, TransportMessage
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class StreamCoordinator:
             )
             return
         try:
-            event = parse_event(message.payload)
+            event = message.to_event()
         except EventParseError as exc:
             self.skipped_messages += 1
             logger.warning(

@@ -18,6 +18,7 @@ from webchat.engines.base import EngineError, RunContext
 from webchat.engines.settings import StepSettings
 from webchat.events import (
     ErrorEvent,
+    EventMeta,
     FinalEvent,
     InterruptEvent,
     PartialEvent,
@@ -28,6 +29,8 @@ from webchat.events import (
     Usage,
     new_id,
 )
+from webchat.observability import tracing
+from webchat.observability.hooks import observe_time_to_first_token
 from webchat.turns import Block, Turn
 
 
@@ -46,12 +49,22 @@ class InferenceStream:
         # One id for every event of this model call, so clients can group its deltas.
         self.message_id = new_id()
         self._started = time.monotonic()
+        self._token_seen = False
+        self._delta_meta: EventMeta | None = None
+
+    def _per_delta_meta(self) -> EventMeta:
+        """The metadata every delta of this call shares, made once: a token costs an event,
+        not an event plus its metadata (events are not changed once published)."""
+        if self._delta_meta is None:
+            self._delta_meta = self._meta()
+        return self._delta_meta
 
     def _meta(self, **fields: Any) -> Any:
         return self.ctx.meta(message_id=self.message_id, model=self.model, **fields)
 
     async def start(self) -> None:
         self._started = time.monotonic()
+        self._token_seen = False
         await self.ctx.publish(
             StartEvent(
                 meta=self._meta(
@@ -66,15 +79,22 @@ class InferenceStream:
         if not delta:
             return
         self.text += delta
-        await self.ctx.publish(PartialEvent(meta=self._meta(), delta=delta, completion=self.text))
+        self._first_token()
+        # Only the delta crosses the transport: the text so far is in the final event, and
+        # carrying it on every delta made each answer's traffic quadratic in its length.
+        await self.ctx.publish(PartialEvent(meta=self._per_delta_meta(), delta=delta))
 
     async def add_thinking(self, delta: str) -> None:
         if not delta:
             return
         self.thinking += delta
-        await self.ctx.publish(
-            PartialThinkingEvent(meta=self._meta(), delta=delta, completion=self.thinking)
-        )
+        self._first_token()
+        await self.ctx.publish(PartialThinkingEvent(meta=self._per_delta_meta(), delta=delta))
+
+    def _first_token(self) -> None:
+        if not self._token_seen:
+            self._token_seen = True
+            observe_time_to_first_token(time.monotonic() - self._started, self.settings.api_type)
 
     def add_tool_call(self, call_id: str, name: str, arguments_json: str) -> None:
         self.tool_calls.append(ToolCall(id=call_id, name=name, input=arguments_json))
@@ -143,19 +163,23 @@ async def stream_inference(
 ) -> Turn:
     """Run ``produce`` inside the event protocol and return ``turn`` with the new blocks."""
     stream = InferenceStream(ctx, settings)
-    await stream.start()
-    try:
-        await produce(stream)
-    except asyncio.CancelledError:
-        await stream.interrupt()
-        raise
-    except EngineError as exc:
-        await stream.fail(exc)
-        raise
-    except Exception as exc:
-        error = to_engine_error(exc)
-        await stream.fail(error)
-        # Not ``from exc``: SDK errors can quote the request (API key included), and a chained
-        # cause would print it in any traceback. The EngineError message says what happened.
-        raise error from None
-    return await stream.finish(turn)
+    with tracing.model_call(settings.api_type, stream.model, turn.last_user_text()) as span:
+        await stream.start()
+        try:
+            await produce(stream)
+        except asyncio.CancelledError:
+            await stream.interrupt()
+            raise
+        except EngineError as exc:
+            await stream.fail(exc)
+            raise
+        except Exception as exc:
+            error = to_engine_error(exc)
+            await stream.fail(error)
+            # Not ``from exc``: SDK errors can quote the request (API key included), and a
+            # chained cause would print it in any traceback. The EngineError message says
+            # what happened.
+            raise error from None
+        turn = await stream.finish(turn)
+        span.finish(usage=stream.usage, stop_reason=stream.stop_reason, output=stream.text)
+        return turn

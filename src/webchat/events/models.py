@@ -142,7 +142,12 @@ class StartEvent(Event):
 
 
 class PartialEvent(Event):
-    """A streamed text delta; ``completion`` is everything streamed so far."""
+    """A streamed text delta.
+
+    ``completion`` (everything streamed so far) is geppetto's field, read when a producer
+    sends it; webchat's engines leave it empty, so each delta costs its own size, not the
+    size of the answer so far (the text so far is in ``final``).
+    """
 
     type: Literal["partial"] = "partial"
     delta: str = ""

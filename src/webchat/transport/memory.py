@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from webchat.events import Event
 from webchat.transport._subscription import QueuedSubscription
 from webchat.transport.base import TransportClosedError, TransportMessage, clock_seq
 
@@ -72,10 +73,17 @@ class InMemoryTransport:
             raise TransportClosedError("transport is closed")
 
     async def publish(self, topic: str, payload: bytes) -> TransportMessage:
+        return self._publish(topic, payload, None)
+
+    async def publish_event(self, topic: str, event: Event) -> TransportMessage:
+        """Publish the event object itself: its JSON is made only if a reader asks for it."""
+        return self._publish(topic, None, event)
+
+    def _publish(self, topic: str, payload: bytes | None, event: Event | None) -> TransportMessage:
         self._check_open()
         state = self._topic(topic)
         state.seq = max(state.seq + 1, clock_seq())
-        message = TransportMessage(topic=topic, id=str(state.seq), seq=state.seq, payload=payload)
+        message = TransportMessage(topic, str(state.seq), state.seq, payload, event=event)
         state.retained.append(message)
         for subscription in state.subscribers:
             subscription._deliver(message)

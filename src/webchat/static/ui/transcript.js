@@ -623,8 +623,8 @@ const HANDLERS = {
   },
   "llm.delta"(event) {
     const block = this.textBlock(event);
-    const text = event.cumulative ?? (block.source ?? "") + (event.delta ?? "");
-    this.setText(block, text);
+    // Frames carry only the new text; the text so far is what this block holds.
+    this.setText(block, (block.source ?? "") + (event.delta ?? ""));
   },
   "llm.final"(event) {
     const block = this.textBlock(event);
@@ -647,7 +647,7 @@ const HANDLERS = {
   },
   "llm.thinking.delta"(event) {
     const node = this.thinking(event);
-    node.text.textContent = event.cumulative ?? node.text.textContent + (event.delta ?? "");
+    node.text.textContent += event.delta ?? "";
   },
   "llm.thinking.final"(event) {
     const node = this.thinking(event);
@@ -660,11 +660,13 @@ const HANDLERS = {
     card.nameEl.textContent = event.name ?? "tool";
     card.dataset.toolName = event.name ?? "";
     card.inputEl.textContent = formatValue(event.input);
+    card.arguments = undefined; // the whole input replaces what streamed before it
   },
   "tool.delta"(event) {
     const card = this.tool(event);
-    if (event.arguments !== undefined && event.arguments !== null) {
-      card.inputEl.textContent = formatValue(event.arguments); // arguments still streaming
+    if (typeof event.delta === "string") {
+      card.arguments = (card.arguments ?? "") + event.delta; // arguments still streaming
+      card.inputEl.textContent = card.arguments;
     }
     if (card.dataset.status === "running" || card.dataset.status === "pending") {
       this.setToolStatus(card, event.status ?? "running");
