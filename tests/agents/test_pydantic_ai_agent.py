@@ -8,13 +8,16 @@ import sys
 import pytest
 
 from tests.agents.conftest import AppFactory, ModuleWriter, final_texts, of_type, run_prompt
+from tests.server.test_attachments import PNG, upload
 
 pytest.importorskip("pydantic_ai", reason="the pydantic-ai extra is not installed")
 
 from pydantic_ai.messages import (
+    BinaryContent,
     ModelRequest,
     ModelResponse,
     SystemPromptPart,
+    TextContent,
     TextPart,
     UserPromptPart,
 )
@@ -37,7 +40,7 @@ async def model(messages, info):
         yield f"The tool said: {returns[0].content}"
         return
     prompts = [
-        p.content
+        p.content if isinstance(p.content, str) else p.content[0]  # text, then attachments
         for m in messages
         if isinstance(m, ModelRequest)
         for p in m.parts
@@ -221,6 +224,46 @@ async def test_the_example_agent_with_test_model(examples_importable, make_app: 
         last = of_type(frames, "llm.final")[-1]
         assert last["text"] == "Sunny."
         assert last["usage"]["input_tokens"] > 0
+
+
+def user_prompts(messages: list[object]) -> list[UserPromptPart]:
+    return [
+        p
+        for m in messages
+        if isinstance(m, ModelRequest)
+        for p in m.parts
+        if isinstance(p, UserPromptPart)
+    ]
+
+
+async def test_attachments_reach_the_model_as_image_and_named_text_content(
+    write_module: ModuleWriter, make_app: AppFactory
+):
+    """Uploaded through the server, given to the agent's model (pydantic-ai's FunctionModel
+    records what it got): the image as BinaryContent with its bytes, the text file as text
+    content that starts with its name; the next run's history still carries both."""
+    module = write_module(AGENTS)
+    async with make_app(profiles(module)) as client:
+        image = (await upload(client, "pai-att", "cat.png", PNG)).json()["id"]
+        notes = (await upload(client, "pai-att", "notes.md", b"# Plan\nship it")).json()["id"]
+        _, frames = await run_prompt(
+            client, "pai-att", "what are these?", attachments=[image, notes]
+        )
+        assert frames[-1]["type"] == "run.finished", frames[-1]
+        (prompt,) = user_prompts(sys.modules[module].SEEN[-1])
+        text, picture, named = prompt.content
+        assert text == "what are these?"
+        assert isinstance(picture, BinaryContent)
+        assert (picture.media_type, picture.data) == ("image/png", PNG)
+        assert isinstance(named, TextContent)
+        assert named.content == "notes.md:\n# Plan\nship it"
+        assert named.metadata == {"attachment": "notes.md"}
+
+        _, frames = await run_prompt(client, "pai-att", "and now?")
+        assert final_texts(frames) == ["You said: what are these? | and now?"]
+        first, latest = user_prompts(sys.modules[module].SEEN[-1])
+        assert latest.content == "and now?"
+        assert first.content == prompt.content
 
 
 def test_history_conversion_puts_each_block_in_its_message():

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import sync_playwright
 
-from tests.support.live_server import LiveServer, live_server
+from tests.browser.helpers import serve_profiles
+from tests.support.live_server import LiveServer
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -53,9 +54,8 @@ def profiles_yaml(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, profiles_yaml: Path) -> Iterator[LiveServer]:
-    db = tmp_path_factory.mktemp("db") / "db.sqlite3"
-    with live_server(db=str(db), profiles=str(profiles_yaml)) as running:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with serve_profiles(tmp_path_factory.mktemp("server"), PROFILES_YAML) as running:
         yield running
 
 

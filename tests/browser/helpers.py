@@ -1,5 +1,6 @@
-"""Servers the browser tests run beside the app: a fake OpenAI endpoint in a thread, and
-``webchat serve`` as a real subprocess that can be stopped with SIGTERM and started again."""
+"""Servers the browser tests run beside the app: a fake OpenAI endpoint in a thread, the app
+in a thread serving a profiles file (``serve_profiles``), and ``webchat serve`` as a real
+subprocess that can be stopped with SIGTERM and started again (``ServeProcess``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
+from playwright.sync_api import expect
 
 from tests.support.fake_openai import Scenario, make_app
+from tests.support.live_server import LiveServer, live_server
 from tests.support.redis_server import free_port
 
 START_TIMEOUT_S = 30.0
@@ -52,10 +57,53 @@ class FakeOpenAI:
         self.sock.close()
 
 
-class ServeProcess:
-    """``python -m webchat serve`` on a fixed port, so a restart comes back at the same URL."""
+def scripted_profiles(fake: FakeOpenAI) -> str:
+    """Profiles YAML with one profile, ``scripted``, that the fake OpenAI server answers."""
+    return (
+        "profiles:\n  - slug: scripted\n    display_name: Scripted\n"
+        f'    step_settings: {{api_type: openai, model: gpt-fake, base_url: "{fake.url}/v1",'
+        " timeout: 5, max_retries: 0}\n"
+    )
 
-    def __init__(self, *, db: Path, profiles: Path, log: Path) -> None:
+
+@contextlib.contextmanager
+def serve_profiles(directory: Path, profiles_yaml: str, **settings: Any) -> Iterator[LiveServer]:
+    """The app on a real socket serving ``profiles_yaml``, its SQLite file in ``directory``;
+    ``settings``: more ``ServerSettings`` fields."""
+    profiles = directory / "profiles.yaml"
+    profiles.write_text(profiles_yaml)
+    db = str(directory / "db.sqlite3")
+    with live_server(db=db, profiles=str(profiles), **settings) as running:
+        yield running
+
+
+def open_app(page: Any, server: LiveServer, *, profiles: int, profile: str | None = None) -> None:
+    """The chat page, once its ``profiles`` profiles are listed (and ``profile`` chosen)."""
+    page.goto(server.url + "/")
+    expect(page.locator("#profile option")).to_have_count(profiles)
+    if profile is not None:
+        page.locator("#profile").select_option(profile)
+
+
+class ServeProcess:
+    """``python -m webchat serve`` on a fixed port, so a restart comes back at the same URL;
+    ``options``: more of its command line (a ``--root`` moves ``url`` under the prefix)."""
+
+    @classmethod
+    def in_directory(cls, directory: Path, profiles_yaml: str, *options: str) -> ServeProcess:
+        """One serving ``profiles_yaml``, with its database and log in ``directory``."""
+        profiles = directory / "profiles.yaml"
+        profiles.write_text(profiles_yaml)
+        return cls(
+            db=directory / "chat.sqlite3",
+            profiles=profiles,
+            log=directory / "serve.log",
+            options=options,
+        )
+
+    def __init__(
+        self, *, db: Path, profiles: Path, log: Path, options: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
@@ -69,7 +117,10 @@ class ServeProcess:
             str(db),
             "--profiles",
             str(profiles),
+            *options,
         ]
+        if "--root" in options:  # the server's own URL (and /healthz) is under the prefix
+            self.url += options[options.index("--root") + 1]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -109,3 +160,13 @@ class ServeProcess:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@contextlib.contextmanager
+def running(process: ServeProcess) -> Iterator[ServeProcess]:
+    """``process`` started, and killed at the end whatever happened."""
+    try:
+        process.start()  # a failed start may leave the process running: kill it too
+        yield process
+    finally:
+        process.kill()

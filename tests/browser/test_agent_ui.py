@@ -20,7 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.live_server import LiveServer, live_server
+from tests.browser.helpers import serve_profiles
+from tests.support.live_server import LiveServer
 
 RUN_TIMEOUT = 15_000
 PROMPT = "Stream me twenty words"
@@ -70,9 +71,7 @@ def server(
     tmp_path_factory: pytest.TempPathFactory, agent_module: ModuleType
 ) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("agent-ui-server")
-    profiles = root / "profiles.yaml"
-    profiles.write_text(PROFILES.format(module=agent_module.__name__))
-    with live_server(db=str(root / "db.sqlite3"), profiles=str(profiles)) as running:
+    with serve_profiles(root, PROFILES.format(module=agent_module.__name__)) as running:
         yield running
 
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import ServeProcess
+from tests.browser.helpers import ServeProcess, running
 from tests.support.redis_server import free_port
 
 RUN_TIMEOUT = 15_000
@@ -53,20 +53,6 @@ WRONG_PASSWORD = "Wrong user name or password."
 # -- servers and browsers -------------------------------------------------------------------------
 
 
-class AuthServe(ServeProcess):
-    """``ServeProcess`` with the extra ``webchat serve`` options of an auth mode."""
-
-    def __init__(self, directory: Path, *options: str) -> None:
-        profiles = directory / "profiles.yaml"
-        profiles.write_text(PROFILES)
-        super().__init__(
-            db=directory / "chat.sqlite3", profiles=profiles, log=directory / "serve.log"
-        )
-        self.args.extend(options)
-        if "--root" in options:  # the server's own URL (and /healthz) is under the prefix
-            self.url += options[options.index("--root") + 1]
-
-
 def add_user(users: Path, name: str, password: str) -> None:
     command = ["users", "add", name, "--password-stdin", "--users", str(users)]
     done = subprocess.run(
@@ -78,18 +64,13 @@ def add_user(users: Path, name: str, password: str) -> None:
     assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
-@contextlib.contextmanager
-def serving(directory: Path, *options: str) -> Iterator[AuthServe]:
-    process = AuthServe(directory, *options)
-    try:
-        process.start()  # a failed start may leave the process running: kill it too
-        yield process
-    finally:
-        process.kill()
+def serving(directory: Path, *options: str) -> contextlib.AbstractContextManager[ServeProcess]:
+    """``webchat serve`` with these options, in ``directory``, for one ``with`` block."""
+    return running(ServeProcess.in_directory(directory, PROFILES, *options))
 
 
 @pytest.fixture(scope="module")
-def users_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServe]:
+def users_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     directory = tmp_path_factory.mktemp("auth-users")
     users = directory / "users.yaml"
     for name, password in PASSWORDS.items():
@@ -163,14 +144,14 @@ class Frames:
         ]
 
 
-def login_url(server: AuthServe, next_path: str | None = "/") -> str:
+def login_url(server: ServeProcess, next_path: str | None = "/") -> str:
     """The log-in page as the server's redirect writes it."""
     if next_path is None:
         return f"{server.url}/login"
     return f"{server.url}/login?next={quote(next_path, safe='/')}"
 
 
-def expect_login_page(page: Any, server: AuthServe, next_path: str | None) -> None:
+def expect_login_page(page: Any, server: ServeProcess, next_path: str | None) -> None:
     """On the log-in page, with ``next_path`` (however the page encoded it) or none."""
     expect(page).to_have_url(re.compile("^" + re.escape(server.url + "/login") + r"(\?|$)"))
     query = parse_qs(urlsplit(page.url).query)
@@ -189,7 +170,7 @@ def sign_in(page: Any, name: str, password: str) -> None:
     page.keyboard.press("Enter")
 
 
-def log_in(page: Any, server: AuthServe, name: str) -> None:
+def log_in(page: Any, server: ServeProcess, name: str) -> None:
     page.goto(server.url + "/")
     expect(page).to_have_url(login_url(server))
     sign_in(page, name, PASSWORDS[name])
@@ -226,7 +207,7 @@ def expect_listed(page: Any, conv_ids: list[str]) -> None:
 # -- --auth users ---------------------------------------------------------------------------------
 
 
-def test_log_in_chat_log_out(users_server: AuthServe, browsers: Browsers) -> None:
+def test_log_in_chat_log_out(users_server: ServeProcess, browsers: Browsers) -> None:
     page = browsers.page()
     frames = Frames(page)
     page.goto(users_server.url + "/")
@@ -266,7 +247,7 @@ def test_log_in_chat_log_out(users_server: AuthServe, browsers: Browsers) -> Non
 
 
 def test_users_see_only_their_own_conversations(
-    users_server: AuthServe, browsers: Browsers
+    users_server: ServeProcess, browsers: Browsers
 ) -> None:
     alice = browsers.page()
     log_in(alice, users_server, "alice")
@@ -313,7 +294,7 @@ def socket_log(page: Any) -> list[str | int]:
 
 
 def test_log_out_elsewhere_closes_the_socket_and_comes_back(
-    users_server: AuthServe, browsers: Browsers
+    users_server: ServeProcess, browsers: Browsers
 ) -> None:
     """Logging out in another tab ends the session: the server closes this tab's WebSocket
     with 4401, the tab goes to the log-in page with next = where it was (without trying to
@@ -342,7 +323,7 @@ def test_log_out_elsewhere_closes_the_socket_and_comes_back(
 
 @pytest.mark.parametrize("trigger", ["send", "list"])
 def test_a_401_goes_to_the_log_in_page(
-    users_server: AuthServe, browsers: Browsers, trigger: str
+    users_server: ServeProcess, browsers: Browsers, trigger: str
 ) -> None:
     """The session cookie is gone (expired, cleared): the next API call answers 401 and the
     page goes to sign in, with next = where it was. The call is a message sent (POST), or the
@@ -366,7 +347,7 @@ def test_a_401_goes_to_the_log_in_page(
 
 
 def test_a_refused_reconnect_goes_to_the_log_in_page(
-    users_server: AuthServe, browsers: Browsers
+    users_server: ServeProcess, browsers: Browsers
 ) -> None:
     """The session is gone and the socket drops: the server refuses the new handshake (the
     browser only sees a failed connection), so the page asks auth/me, gets 401 and goes to
@@ -398,7 +379,7 @@ def test_a_refused_reconnect_goes_to_the_log_in_page(
     ],
 )
 def test_next_never_leaves_the_server(
-    users_server: AuthServe, browsers: Browsers, target: str
+    users_server: ServeProcess, browsers: Browsers, target: str
 ) -> None:
     page = browsers.page()
     strays: list[str] = []
@@ -415,14 +396,14 @@ def test_next_never_leaves_the_server(
     assert strays == []
 
 
-def test_next_keeps_a_path_on_the_server(users_server: AuthServe, browsers: Browsers) -> None:
+def test_next_keeps_a_path_on_the_server(users_server: ServeProcess, browsers: Browsers) -> None:
     page = browsers.page()
     page.goto(login_url(users_server, "/?conv_id=00000000-0000-4000-8000-000000000000"))
     sign_in(page, "alice", PASSWORDS["alice"])
     expect(page).to_have_url(users_server.url + "/?conv_id=00000000-0000-4000-8000-000000000000")
 
 
-def test_oidc_mode_offers_the_provider(users_server: AuthServe, browsers: Browsers) -> None:
+def test_oidc_mode_offers_the_provider(users_server: ServeProcess, browsers: Browsers) -> None:
     """With ``login: oidc`` the page shows one Sign in link to the provider route, carrying
     next (auth/config is answered for the page here: no provider runs in these tests)."""
     page = browsers.page()
@@ -539,7 +520,7 @@ def test_the_user_header_of_an_untrusted_peer_is_ignored(tmp_path: Path) -> None
         assert http.get("/", headers=forged).status_code == 401
 
 
-def test_the_app_itself_may_stop_a_run(users_server: AuthServe, browsers: Browsers) -> None:
+def test_the_app_itself_may_stop_a_run(users_server: ServeProcess, browsers: Browsers) -> None:
     """The app's own POSTs pass the cross-site check (same origin, X-Requested-With): Stop,
     a POST without a body, cancels the run."""
     page = browsers.page()
@@ -604,7 +585,7 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_cross_site_posts_are_refused(
-    users_server: AuthServe, browsers: Browsers, tmp_path: Path
+    users_server: ServeProcess, browsers: Browsers, tmp_path: Path
 ) -> None:
     context = browsers.context()
     app = context.new_page()

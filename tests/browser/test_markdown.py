@@ -215,6 +215,21 @@ def test_math_renders_with_katex_under_the_csp(md_page: Any) -> None:
     )
 
 
+def test_display_math_inside_a_paragraph_renders(md_page: Any) -> None:
+    render(md_page, "the sum $$\\sum_i x_i$$ is finite, and \\$$ stays text")
+    paragraph = md_page.locator("#out > p")
+    expect(paragraph).to_have_count(1)  # the formula did not split the paragraph
+    expect(paragraph.locator("span.math-display .katex-display .katex")).to_have_count(1)
+    expect(paragraph.locator(".katex-display .large-op")).to_have_text("∑")  # display size
+    expect(paragraph).not_to_contain_text("$$\\sum")
+    expect(paragraph).to_contain_text("the sum")
+    expect(paragraph).to_contain_text("is finite, and $$ stays text")
+    # Not closed yet (an answer still streaming): text, until the closing $$ arrives.
+    render(md_page, "the sum $$\\sum_i")
+    expect(md_page.locator("#out .katex")).to_have_count(0)
+    expect(md_page.locator("#out")).to_have_text("the sum $$\\sum_i")
+
+
 # -- injection -------------------------------------------------------------------------------
 
 XSS = "window.__xss=1"
@@ -250,6 +265,10 @@ PAYLOADS = {
     ),
     "math text": (
         f"$$\n\\text{{<img src=x onerror={XSS}>}}\n$$\n\n$\\text{{</span><script>{XSS}</script>}}$"
+    ),
+    "math inside a paragraph": (
+        f"a $$\\text{{<img src=x onerror={XSS}>}}$$ b $$\\href{{javascript:{XSS}}}{{x}}$$ "
+        f"c $$\\text{{</span><script>{XSS}</script>}}$$ d"
     ),
     "math color": f"$\\color{{red;background:url(javascript:{XSS})}}{{x}}$",
     "math macro bomb": "$\\def\\a{\\a\\a}\\a$",
@@ -352,6 +371,7 @@ STREAM_DOCS = [
     "Unclosed fence:\n\n```js\nconst a = 1;\n\nconst b = 2;\n",
     "Ref [link][r] here.\n\nMore.\n\n[r]: https://example.org\n\nTail.",
     "Text\n$$5 and more\n\nstill math?\n\nno",
+    "Inline display: the sum $$\\sum_i x_i$$ is\nfinite $$a\nb$$ too.\n\nNext $$x$$.\n",
     "\\[\nx\n\n\\]\n\nafter \\(y\\) and more\n\n1) a\n\n2) b\n\n   c\n\nd",
     "> quote with\n> ```\n> code\n\n> ```\n\nafter\r\n\r\nwindows\r\nlines\n\n"
     "````\n```\n\n````\n\nend",

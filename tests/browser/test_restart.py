@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import ServeProcess
+from tests.browser.helpers import ServeProcess, running
 
 RUN_TIMEOUT = 15_000
 BACK_TIMEOUT = 20_000  # the server's start-up plus one backoff step (5 s at most, with jitter)
@@ -47,16 +47,8 @@ window.WebSocket = class extends window.WebSocket {
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[ServeProcess]:
-    profiles = tmp_path / "profiles.yaml"
-    profiles.write_text(PROFILES)
-    process = ServeProcess(
-        db=tmp_path / "chat.sqlite3", profiles=profiles, log=tmp_path / "serve.log"
-    )
-    process.start()
-    try:
+    with running(ServeProcess.in_directory(tmp_path, PROFILES)) as process:
         yield process
-    finally:
-        process.kill()
 
 
 def conv_id_of(page: Any) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import FakeOpenAI, free_port
+from tests.browser.helpers import FakeOpenAI, free_port, serve_profiles
 from tests.support.fake_openai import Scenario, openai_error, text_events
-from tests.support.live_server import LiveServer, live_server
+from tests.support.live_server import LiveServer
 
 RUN_TIMEOUT = 15_000
 
@@ -58,11 +58,8 @@ def provider() -> Iterator[FakeOpenAI]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, provider: FakeOpenAI) -> Iterator[LiveServer]:
     root = tmp_path_factory.mktemp("run-state")
-    profiles = root / "profiles.yaml"
-    profiles.write_text(PROFILES.format(dead=free_port(), fake=provider.url))
-    with live_server(
-        db=str(root / "db.sqlite3"), profiles=str(profiles), openai_api_key="sk-test"
-    ) as running:
+    profiles = PROFILES.format(dead=free_port(), fake=provider.url)
+    with serve_profiles(root, profiles, openai_api_key="sk-test") as running:
         yield running
 
 

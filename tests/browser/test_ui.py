@@ -340,7 +340,7 @@ def test_stop_cancels_and_new_chat_starts_over(server: LiveServer, page: Any) ->
     expect(listed).not_to_have_attribute("aria-current", "page")
 
     # The list takes you back to the conversation, transcript and all.
-    listed.locator("button").click()
+    listed.locator(".conversation-button").click()
     expect(page).to_have_url(re.compile(f"conv_id={conv_id}$"))
     expect(page.locator(".message.user")).to_have_text([LONG_PROMPT])
     expect(page.locator(".run-marker.cancelled")).to_have_count(1)

@@ -18,9 +18,10 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import FakeOpenAI
+from tests.browser import helpers
+from tests.browser.helpers import FakeOpenAI, scripted_profiles, serve_profiles
 from tests.support.fake_openai import Scenario, text_events
-from tests.support.live_server import LiveServer, live_server
+from tests.support.live_server import LiveServer
 
 RUN_TIMEOUT = 20_000
 
@@ -40,10 +41,7 @@ profiles:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    directory = tmp_path_factory.mktemp("ui-actions")
-    profiles = directory / "profiles.yaml"
-    profiles.write_text(PROFILES_YAML)
-    with live_server(db=str(directory / "db.sqlite3"), profiles=str(profiles)) as running:
+    with serve_profiles(tmp_path_factory.mktemp("ui-actions"), PROFILES_YAML) as running:
         yield running
 
 
@@ -73,8 +71,7 @@ def describe(server: LiveServer, conv_id: str) -> dict[str, Any]:
 
 
 def open_app(page: Any, server: LiveServer) -> None:
-    page.goto(server.url + "/")
-    expect(page.locator("#profile option")).to_have_count(2)
+    helpers.open_app(page, server, profiles=2)
 
 
 def turn_ids(page: Any) -> list[str]:
@@ -197,16 +194,9 @@ def test_the_model_receives_the_edited_branch_history_only(
     message it replaced."""
     with FakeOpenAI(Scenario(events=text_events(["Sure", ", noted."]))) as fake:
         directory = tmp_path_factory.mktemp("ui-actions-openai")
-        profiles = directory / "profiles.yaml"
-        profiles.write_text(
-            "profiles:\n  - slug: scripted\n    display_name: Scripted\n"
-            f'    step_settings: {{api_type: openai, model: gpt-fake, base_url: "{fake.url}/v1",'
-            " timeout: 5, max_retries: 0}\n"
-        )
-        db = str(directory / "db.sqlite3")
-        with live_server(db=db, profiles=str(profiles), openai_api_key="sk-test") as server:
-            page.goto(server.url + "/")
-            expect(page.locator("#profile option")).to_have_count(1)
+        profiles = scripted_profiles(fake)
+        with serve_profiles(directory, profiles, openai_api_key="sk-test") as server:
+            helpers.open_app(page, server, profiles=1)
             for index, text in enumerate(["my name is Ada", "what is my name?"]):
                 page.locator("#prompt").fill(text)
                 page.locator("#prompt").press("Enter")
@@ -294,20 +284,35 @@ def open_menu(page: Any) -> None:
     expect(page.locator("#conv-menu-list")).to_be_visible()
 
 
+def two_conversations(page: Any, server: LiveServer, first: str, second: str) -> tuple[str, str]:
+    """A conversation that says ``first``, then a new chat that says ``second`` (left open);
+    their ids."""
+    open_app(page, server)
+    chat(page, first)
+    earlier = conv_id_of(page)
+    page.locator("#new-chat").click()
+    chat(page, second)
+    return earlier, conv_id_of(page)
+
+
+def type_title(page: Any, field: Any, conv_id: str, title: str) -> None:
+    """Type ``title`` into the focused rename ``field``, Enter, and wait for its PATCH."""
+    expect(field).to_be_focused()
+    field.fill(title)
+    with page.expect_response(
+        lambda r: r.request.method == "PATCH" and r.url.endswith(f"/api/conversations/{conv_id}")
+    ) as renamed:
+        field.press("Enter")
+    assert renamed.value.status == 200, renamed.value.text()
+
+
 def test_rename_from_the_conversation_menu(server: LiveServer, page: Any) -> None:
     open_app(page, server)
     chat(page, "a conversation to rename")
     conv_id = conv_id_of(page)
     open_menu(page)
     page.locator("#conv-rename").click()
-    field = page.locator("#title input")
-    expect(field).to_be_focused()
-    field.fill("Picnic plans")
-    with page.expect_response(
-        lambda r: r.request.method == "PATCH" and r.url.endswith(f"/api/conversations/{conv_id}")
-    ) as renamed:
-        field.press("Enter")
-    assert renamed.value.status == 200, renamed.value.text()
+    type_title(page, page.locator("#title input"), conv_id, "Picnic plans")
     expect(page.locator("#title")).to_have_text("Picnic plans")
     listed = page.locator(f'#conversations .conversation[data-conv-id="{conv_id}"]')
     expect(listed.locator(".conversation-title")).to_have_text("Picnic plans")
@@ -323,13 +328,58 @@ def test_rename_from_the_conversation_menu(server: LiveServer, page: Any) -> Non
     assert "a conversation to rename" in exported.text
 
 
+def test_rename_and_delete_another_conversation_from_its_row(server: LiveServer, page: Any) -> None:
+    """Each row has its own "…" menu, usable from the keyboard; it acts on that row's
+    conversation while another one stays open."""
+    other, current = two_conversations(page, server, "the row to act on", "the open conversation")
+    title = page.locator("#title").inner_text()
+    row = page.locator(f'#conversations .conversation[data-conv-id="{other}"]')
+    toggle = row.get_by_role("button", name=re.compile("^Actions for "))
+    expect(toggle).to_have_attribute("aria-haspopup", "menu")
+    menu = row.get_by_role("menu")
+    expect(menu).to_be_hidden()
+
+    toggle.focus()
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(row.get_by_role("menuitem", name="Rename")).to_be_focused()
+    page.keyboard.press("ArrowDown")
+    markdown = row.get_by_role("menuitem", name="Export as Markdown")
+    expect(markdown).to_be_focused()
+    href = markdown.get_attribute("href") or ""
+    assert href.endswith(f"/api/conversations/{other}/export?format=markdown")
+    page.keyboard.press("Escape")
+    expect(menu).to_be_hidden()
+    expect(toggle).to_be_focused()
+
+    page.keyboard.press("Enter")
+    page.keyboard.press("Enter")  # Rename, the first item
+    field = row.get_by_role("textbox", name="Conversation title")
+    type_title(page, field, other, "Renamed from its row")
+    expect(row.locator(".conversation-title")).to_have_text("Renamed from its row")
+    listing = httpx.get(f"{server.url}/api/conversations", timeout=10).json()["conversations"]
+    assert {c["conv_id"]: c["title"] for c in listing}[other] == "Renamed from its row"
+    expect(page.locator("#title")).to_have_text(title)  # the open one is untouched
+
+    row.hover()
+    toggle.click()
+    delete = row.get_by_role("menuitem", name="Delete")
+    delete.click()
+    expect(delete).to_have_text("Delete for good?")
+    with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        delete.click()
+    assert deleted.value.status == 200, deleted.value.text()
+    assert deleted.value.url.endswith(f"/api/conversations/{other}")
+    expect(row).to_have_count(0)
+    assert httpx.get(f"{server.url}/api/conversations/{other}", timeout=10).status_code == 404
+    assert conv_id_of(page) == current
+    expect(page.locator(".message.user .bubble")).to_have_text(["the open conversation"])
+    listed = page.locator(f'#conversations .conversation[data-conv-id="{current}"]')
+    expect(listed).to_have_count(1)
+
+
 def test_search_finds_conversations_by_their_text(server: LiveServer, page: Any) -> None:
-    open_app(page, server)
-    chat(page, "zebra crossing rules")
-    zebra = conv_id_of(page)
-    page.locator("#new-chat").click()
-    chat(page, "giraffe neck length")
-    giraffe = conv_id_of(page)
+    zebra, giraffe = two_conversations(page, server, "zebra crossing rules", "giraffe neck length")
 
     search = page.locator("#search")
     search.fill("zebra")
@@ -350,7 +400,7 @@ def test_search_finds_conversations_by_their_text(server: LiveServer, page: Any)
     search.fill("zebra")
     expect(items).to_have_count(1)
     expect(items).to_have_attribute("data-conv-id", zebra)
-    items.first.locator("button").click()
+    items.first.locator(".conversation-button").click()
     expect(page).to_have_url(re.compile(f"conv_id={zebra}$"))
     expect(page.locator(".message.user .bubble")).to_have_text(["zebra crossing rules"])
 

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.helpers import FakeOpenAI
+from tests.browser import helpers
+from tests.browser.helpers import FakeOpenAI, scripted_profiles, serve_profiles
 from tests.support.fake_openai import Scenario, text_events
-from tests.support.live_server import LiveServer, live_server
+from tests.support.live_server import LiveServer
 
 RUN_TIMEOUT = 20_000
 
@@ -33,20 +34,13 @@ PNG = base64.b64decode(
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, FakeOpenAI]]:
     with FakeOpenAI(Scenario(events=text_events(["Nice", " picture."]))) as fake:
         directory = tmp_path_factory.mktemp("ui-attachments")
-        profiles = directory / "profiles.yaml"
-        profiles.write_text(
-            "profiles:\n  - slug: scripted\n    display_name: Scripted\n"
-            f'    step_settings: {{api_type: openai, model: gpt-fake, base_url: "{fake.url}/v1",'
-            " timeout: 5, max_retries: 0}\n"
-        )
-        db = str(directory / "db.sqlite3")
-        with live_server(db=db, profiles=str(profiles), openai_api_key="sk-test") as server:
+        profiles = scripted_profiles(fake)
+        with serve_profiles(directory, profiles, openai_api_key="sk-test") as server:
             yield server, fake
 
 
 def open_app(page: Any, server: LiveServer) -> None:
-    page.goto(server.url + "/")
-    expect(page.locator("#profile option")).to_have_count(1)
+    helpers.open_app(page, server, profiles=1)
 
 
 def send(page: Any, text: str) -> Any:
@@ -168,3 +162,75 @@ def test_drop_and_paste_upload(page: Any, scripted: tuple[LiveServer, FakeOpenAI
         expect(chips.nth(index)).to_have_attribute("data-state", "done")
     send(page, "two files")
     expect(page.locator(".message.user .message-attachments a.attachment-chip")).to_have_count(2)
+
+
+POLICY_PROFILES = """\
+profiles:
+  - slug: open
+    display_name: Open
+    step_settings: {api_type: offline}
+  - slug: closed
+    display_name: Closed
+    step_settings: {api_type: offline}
+    attachments: {enabled: false}
+  - slug: pictures
+    display_name: Pictures
+    step_settings: {api_type: offline}
+    attachments: {kinds: [image]}
+"""
+
+DATA_TRANSFER = """([name, type]) => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(["some text\\n"], name, { type }));
+    return dt;
+}"""
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    directory = tmp_path_factory.mktemp("ui-attachment-policies")
+    with serve_profiles(directory, POLICY_PROFILES, attachment_max_bytes=4096) as server:
+        yield server
+
+
+def test_the_profile_decides_what_may_be_attached(
+    page: Any, policies: LiveServer, tmp_path: Path
+) -> None:
+    """The paperclip and ``accept`` follow the profile; a dropped or pasted file it refuses is
+    turned away with a notice and never uploaded."""
+    uploads: list[str] = []
+    page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" else None)
+    helpers.open_app(page, policies, profiles=3, profile="open")
+    attach, field = page.locator("#attach"), page.locator("#attach-input")
+    notice = page.locator("#notice")
+    expect(attach).to_be_visible()
+    expect(field).to_have_attribute("accept", re.compile(r"^image/png,.*text/\*,.*\.md"))
+
+    page.locator("#profile").select_option("closed")
+    expect(attach).to_be_hidden()
+    page.dispatch_event(
+        "#transcript", "drop", {"dataTransfer": page.evaluate_handle(DATA_TRANSFER, ["a.txt", ""])}
+    )
+    expect(notice).to_have_text("Closed does not accept attachments.")
+
+    page.locator("#profile").select_option("pictures")
+    expect(attach).to_be_visible()
+    expect(field).to_have_attribute("accept", "image/png,image/jpeg,image/webp,image/gif")
+    page.locator("#prompt").evaluate(
+        """(field, dt) => field.dispatchEvent(
+            new ClipboardEvent("paste", { clipboardData: dt, bubbles: true, cancelable: true }))""",
+        page.evaluate_handle(DATA_TRANSFER, ["notes.md", "text/markdown"]),
+    )
+    expect(notice).to_have_text("notes.md was not attached: Pictures accepts image files only.")
+    big = tmp_path / "big.png"
+    big.write_bytes(PNG + b"\0" * 5000)
+    field.set_input_files(str(big))
+    expect(notice).to_have_text("big.png was not attached: it is 5 KB, the limit is 4 KB.")
+    expect(page.locator("#attachments .attachment-chip")).to_have_count(0)
+    assert uploads == []  # every refusal was the page's own
+
+    png = tmp_path / "dot.png"
+    png.write_bytes(PNG)
+    field.set_input_files(str(png))
+    expect(page.locator("#attachments .attachment-chip")).to_have_attribute("data-state", "done")
+    assert len(uploads) == 1 and uploads[0].endswith("/attachments?profile=pictures")

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.support.live_server import LiveServer, live_server
+from tests.browser import helpers
+from tests.browser.helpers import serve_profiles
+from tests.support.live_server import LiveServer
 
 RUN_TIMEOUT = 20_000
 LONG_PROMPT = "Tell me a long story about a quick brown fox and a lazy dog in the park"
@@ -36,10 +38,7 @@ profiles:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    directory = tmp_path_factory.mktemp("ui-features")
-    profiles = directory / "profiles.yaml"
-    profiles.write_text(PROFILES_YAML)
-    with live_server(db=str(directory / "db.sqlite3"), profiles=str(profiles)) as running:
+    with serve_profiles(tmp_path_factory.mktemp("ui-features"), PROFILES_YAML) as running:
         yield running
 
 
@@ -53,9 +52,7 @@ def expect_run_ended(page: Any) -> None:
 
 
 def open_app(page: Any, server: LiveServer, profile: str = "default") -> None:
-    page.goto(server.url + "/")
-    expect(page.locator("#profile option")).to_have_count(2)
-    page.locator("#profile").select_option(profile)
+    helpers.open_app(page, server, profiles=2, profile=profile)
 
 
 # -- theme -----------------------------------------------------------------------------------------

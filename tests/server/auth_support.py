@@ -1,12 +1,17 @@
-"""Users for the auth tests: a users file with alice, bob (users) and root (admin)."""
+"""Users for the auth tests: a users file with alice, bob (users) and root (admin), and the
+fixtures a test module imports to get them (``team``) and an in-process app that signs them
+in (``users_client``, ``--auth users``)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from argon2 import PasswordHasher
 
+from tests.server.conftest import AppClient, ClientFactory
 from webchat.auth.users import UsersFile
 
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
@@ -37,3 +42,14 @@ def make_team(directory: Path) -> Team:
         for name, password in PASSWORDS.items()
     }
     return Team(path, tokens)
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> Team:
+    return make_team(tmp_path)
+
+
+@pytest.fixture
+async def users_client(make_client: ClientFactory, team: Team) -> AsyncIterator[AppClient]:
+    async with make_client(auth="users", users=team.path) as client:
+        yield client

@@ -3,19 +3,19 @@ carries them (the offline engine acknowledges what it received)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.auth_support import Team, make_team
-from tests.server.conftest import PROFILES_YAML, AppClient
-from webchat.chat.attachments import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS_PER_MESSAGE
-from webchat.server import create_app
+from tests.server.auth_support import Team
+from tests.server.conftest import PROFILES_YAML, AppClient, ClientFactory
 from webchat.settings import ServerSettings
+
+MAX_ATTACHMENT_BYTES = ServerSettings.model_fields["attachment_max_bytes"].default
+MAX_ATTACHMENTS_PER_MESSAGE = ServerSettings.model_fields["attachment_max_files"].default
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * (12 * 1024 - 8)  # 12 KB: only the magic is judged
 GIF = b"GIF89a" + b"\x01" * 100
@@ -33,31 +33,20 @@ ATTACHMENT_PROFILES = (
 """
 )
 
-Factory = Callable[..., contextlib.AbstractAsyncContextManager[AppClient]]
+pytest_plugins = ["tests.server.auth_support"]  # the team fixture
 
 
 @pytest.fixture
-def make(tmp_path: Path) -> Factory:
-    profiles = tmp_path / "profiles.yaml"
-    profiles.write_text(ATTACHMENT_PROFILES)
-
-    @contextlib.asynccontextmanager
-    async def factory(**settings: Any) -> AsyncIterator[AppClient]:
-        settings.setdefault("db", ":memory:")
-        settings.setdefault("profiles", profiles)
-        app = create_app(ServerSettings(**settings))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
-                client.app = app
-                yield client
-
-    return factory
+def profiles_file(tmp_path: Path) -> Path:
+    """What ``make_client`` serves here: the usual profiles and two that limit uploads."""
+    path = tmp_path / "profiles.yaml"
+    path.write_text(ATTACHMENT_PROFILES)
+    return path
 
 
 @pytest.fixture
-async def client(make: Factory) -> AsyncIterator[AppClient]:
-    async with make(max_body_bytes=8 * 1024 * 1024) as client:
+async def client(make_client: ClientFactory) -> AsyncIterator[AppClient]:
+    async with make_client(max_body_bytes=8 * 1024 * 1024) as client:
         yield client
 
 
@@ -150,6 +139,45 @@ async def test_limits_are_413(client: AppClient) -> None:
     assert (await client.post("/chat", json=body)).status_code == 200
 
 
+async def test_configured_limits_are_413_with_a_clear_error(make_client: ClientFactory) -> None:
+    async with make_client(attachment_max_bytes=1000, attachment_max_files=2) as client:
+        response = await upload(client, "c1", "big.txt", b"a" * 1001)
+        assert response.status_code == 413, response.text
+        assert response.json() == {
+            "error": "the file is larger than the limit of 1000 bytes (attachment_max_bytes)",
+            "limit": 1000,
+        }
+        assert (await upload(client, "c1", "fits.txt", b"a" * 1000)).status_code == 201
+        # A body too large for any accepted file is refused before it is read.
+        response = await upload(client, "c1", "huge.txt", b"a" * (2 * 1024 * 1024))
+        assert response.status_code == 413, response.text
+        assert "attachment_max_bytes" in response.json()["error"]
+        ids = [(await upload(client, "c1", f"f{i}.txt", b"x")).json()["id"] for i in range(3)]
+        body = {"prompt": "read these", "conv_id": "c1", "attachments": ids}
+        response = await client.post("/chat", json=body)
+        assert response.status_code == 413, response.text
+        assert response.json()["error"] == (
+            "3 attachments; a message may carry at most 2 (attachment_max_files)"
+        )
+        # The UI learns the limits with the profiles.
+        profiles = (await client.get("/api/chat/profiles")).json()
+        policies = {p["slug"]: p["attachments"] for p in profiles}
+        assert policies["noattach"]["enabled"] is False
+        assert policies["textonly"] == {
+            "enabled": True,
+            "kinds": ["text"],
+            "max_bytes": 1000,
+            "max_files": 2,
+        }
+
+
+def test_the_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBCHAT_ATTACHMENT_MAX_BYTES", "2048")
+    monkeypatch.setenv("WEBCHAT_ATTACHMENT_MAX_FILES", "3")
+    settings = ServerSettings()
+    assert (settings.attachment_max_bytes, settings.attachment_max_files) == (2048, 3)
+
+
 async def test_an_unknown_attachment_is_400(client: AppClient) -> None:
     await upload(client, "other", "a.txt", b"x")
     theirs = (await client.get("/api/conversations/other/attachments")).json()["attachments"]
@@ -220,11 +248,11 @@ async def test_deleting_the_conversation_deletes_its_attachments(client: AppClie
     assert await client.service.store.load_attachment("c1", info["id"]) is None
 
 
-async def test_attachments_survive_a_restart(make: Factory, tmp_path: Path) -> None:
+async def test_attachments_survive_a_restart(make_client: ClientFactory, tmp_path: Path) -> None:
     db = str(tmp_path / "webchat.db")
-    async with make(db=db) as client:
+    async with make_client(db=db) as client:
         info = (await upload(client, "c1", "cat.png", PNG)).json()
-    async with make(db=db) as client:
+    async with make_client(db=db) as client:
         served = await client.get(info["url"])
         assert served.content == PNG
         body = {"prompt": "again", "conv_id": "c1", "attachments": [info["id"]]}
@@ -232,13 +260,10 @@ async def test_attachments_survive_a_restart(make: Factory, tmp_path: Path) -> N
         assert (await final_text(client, "c1")).startswith("I received 1 image")
 
 
-@pytest.fixture
-def team(tmp_path: Path) -> Team:
-    return make_team(tmp_path)
-
-
-async def test_only_the_owner_or_an_admin_reads_them(make: Factory, team: Team) -> None:
-    async with make(auth="users", users=team.path, max_body_bytes=8 * 1024 * 1024) as client:
+async def test_only_the_owner_or_an_admin_reads_them(
+    make_client: ClientFactory, team: Team
+) -> None:
+    async with make_client(auth="users", users=team.path, max_body_bytes=8 * 1024 * 1024) as client:
         alice, bob, root = (team.headers(n) for n in ("alice", "bob", "root"))
         response = await upload(client, "alices", "cat.png", PNG, headers=alice)
         assert response.status_code == 201, response.text
@@ -264,7 +289,7 @@ async def test_only_the_owner_or_an_admin_reads_them(make: Factory, team: Team) 
 
 
 async def test_an_uploaded_image_reaches_an_openai_server_as_an_image_part(
-    tmp_path: Path,
+    make_client: ClientFactory, tmp_path: Path
 ) -> None:
     """Through the whole server: upload, POST /chat, and the scripted OpenAI-compatible
     server records an ``image_url`` part with the uploaded bytes; the next run, on the same
@@ -281,18 +306,14 @@ async def test_an_uploaded_image_reaches_an_openai_server_as_an_image_part(
             "profiles:\n  - slug: gpt\n    step_settings: {api_type: openai, model: gpt-test, "
             f'base_url: "{url}/v1", timeout: 5, max_retries: 0}}\n'
         )
-        app = create_app(ServerSettings(db=":memory:", profiles=profiles))
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with AppClient(transport=transport, base_url="http://127.0.0.1") as client:
-                client.app = app
-                image = (await upload(client, "c1", "cat.png", PNG)).json()["id"]
-                body = {"prompt": "what is it?", "conv_id": "c1", "attachments": [image]}
-                assert (await client.post("/chat", json=body)).status_code == 200
-                assert await final_text(client, "c1") == "A cat."
-                body = {"prompt": "sure?", "conv_id": "c1"}
-                assert (await client.post("/chat", json=body)).status_code == 200
-                await client.run_to_end("c1")
+        async with make_client(profiles=profiles) as client:
+            image = (await upload(client, "c1", "cat.png", PNG)).json()["id"]
+            body = {"prompt": "what is it?", "conv_id": "c1", "attachments": [image]}
+            assert (await client.post("/chat", json=body)).status_code == 200
+            assert await final_text(client, "c1") == "A cat."
+            body = {"prompt": "sure?", "conv_id": "c1"}
+            assert (await client.post("/chat", json=body)).status_code == 200
+            await client.run_to_end("c1")
     expected = {
         "type": "image_url",
         "image_url": {"url": "data:image/png;base64," + base64.b64encode(PNG).decode()},

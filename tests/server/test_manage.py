@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from fastapi import FastAPI
 from websockets.exceptions import ConnectionClosed
 
-from tests.server.auth_support import Team, make_team
+from tests.server.auth_support import Team
 from tests.server.conftest import AppClient, ClientFactory
 from tests.support.live_server import LiveServer
 from tests.support.ws_client import Viewer, viewer
@@ -29,16 +29,7 @@ from webchat.transport import topic_for
 
 NASTY_QUERIES = ['"', "*", "NEAR(", 'NEAR("a" b', "a OR", "NOT", "(x", "x)", "t:x", "^x", "'"]
 
-
-@pytest.fixture
-def team(tmp_path: Path) -> Team:
-    return make_team(tmp_path)
-
-
-@pytest.fixture
-async def users_client(make_client: ClientFactory, team: Team) -> AsyncIterator[AppClient]:
-    async with make_client(auth="users", users=team.path) as client:
-        yield client
+pytest_plugins = ["tests.server.auth_support"]  # the team and users_client fixtures
 
 
 async def chat(

@@ -11,21 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.auth_support import PASSWORDS, Team, make_team
+from tests.server.auth_support import PASSWORDS, Team
 from tests.server.conftest import AppClient, ClientFactory
 from webchat.server import create_app
 from webchat.settings import ServerSettings, SettingsError
 
-
-@pytest.fixture
-def team(tmp_path: Path) -> Team:
-    return make_team(tmp_path)
-
-
-@pytest.fixture
-async def users_client(make_client: ClientFactory, team: Team) -> AsyncIterator[AppClient]:
-    async with make_client(auth="users", users=team.path) as client:
-        yield client
+pytest_plugins = ["tests.server.auth_support"]  # the team and users_client fixtures
 
 
 async def chat(
@@ -214,6 +205,41 @@ async def test_password_login_sets_a_session_cookie_and_logout_ends_it(
     users_client.cookies.set("webchat_session", value)
     replayed = await users_client.get("/auth/me")
     assert replayed.status_code == 401
+
+
+ORIGINS = [
+    # (Origin, Host, allowed_origins, same origin or allowed?)
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", [], True),
+    ("HTTP://127.0.0.1:8000/", "127.0.0.1:8000", [], True),  # scheme, host: any case
+    ("http://LocalHost:8000", "localhost:8000", [], True),
+    ("http://localhost:8000", "LOCALHOST:8000", [], True),
+    ("http://127.0.0.1:8001", "127.0.0.1:8000", [], False),  # another port
+    ("http://127.0.0.1.evil.example:8000", "127.0.0.1:8000", [], False),
+    ("null", "127.0.0.1:8000", [], False),
+    ("https://App.Example.com", "127.0.0.1:8000", ["https://app.example.com/"], True),
+    ("https://evil.example", "127.0.0.1:8000", ["https://app.example.com"], False),
+    ("https://evil.example", "127.0.0.1:8000", ["*"], True),
+]
+
+
+@pytest.mark.parametrize(("origin", "host", "allowed", "expected"), ORIGINS)
+def test_http_requests_and_websocket_handshakes_judge_origins_alike(
+    origin: str, host: str, allowed: list[str], expected: bool
+) -> None:
+    """One check serves both (RFC 3986: scheme and host are case-insensitive)."""
+    from starlette.types import Message
+    from starlette.websockets import WebSocket
+
+    from webchat.auth.network import same_origin
+    from webchat.server.ws import origin_allowed
+
+    async def never(*_: object) -> Message:
+        raise AssertionError("the origin check reads headers only")
+
+    headers = [(b"host", host.encode()), (b"origin", origin.encode())]
+    handshake = WebSocket({"type": "websocket", "path": "/ws", "headers": headers}, never, never)
+    assert same_origin(origin, host, allowed) is expected
+    assert origin_allowed(handshake, allowed) is expected
 
 
 async def test_cookie_requests_need_same_origin_and_a_json_body_or_custom_header(

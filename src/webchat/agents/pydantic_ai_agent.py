@@ -11,6 +11,11 @@ every request). pydantic-ai sends an agent's own ``system_prompt`` only when the
 empty, and rebuilt history would lose it after the first run, so what the first run sent is
 kept in the turn's data and put back at the head of every later history.
 
+Attachments: a user message's images go in as ``BinaryContent`` and its text files as
+``TextContent`` starting with the file's name (the name also in its ``metadata``), next to
+the message's text, in the prompt and in the history alike, so the model can see them on
+every later run of the branch.
+
 The profile's tools (``tools: [...]``) are offered to the agent next to its own, executed by
 webchat's registry with the profile's timeout; they show as cards like the agent's own.
 """
@@ -19,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import (
+    BinaryContent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
     ModelMessage,
@@ -35,12 +41,14 @@ from pydantic_ai.messages import (
     PartStartEvent,
     RetryPromptPart,
     SystemPromptPart,
+    TextContent,
     TextPart,
     TextPartDelta,
     ThinkingPart,
     ThinkingPartDelta,
     ToolCallPart,
     ToolReturnPart,
+    UserContent,
     UserPromptPart,
 )
 from pydantic_ai.settings import ModelSettings
@@ -50,10 +58,11 @@ from pydantic_core import to_jsonable_python
 
 from webchat.agents.binding import AgentBinding
 from webchat.agents.output import AgentOutput
+from webchat.engines.attachments import ImagePart, attachment_parts
 from webchat.engines.base import RunContext
 from webchat.events import ToolCall, Usage
 from webchat.tools.registry import Tool, ToolError
-from webchat.turns import BlockKind, Turn
+from webchat.turns import Block, BlockKind, Turn
 
 SYSTEM_PROMPTS_KEY = "webchat.pydantic_ai.system_prompts"
 """Turn data: the agent's own system prompts, as its first run sent them."""
@@ -91,7 +100,7 @@ class PydanticAIAgentEngine:
         await output.begin()
         async with output.ending(binding.label):
             result = await self.agent.run(
-                turn.last_user_text(),
+                _last_prompt(turn),
                 message_history=history or None,
                 model=binding.settings.model or None,
                 instructions=instructions or None,
@@ -169,7 +178,7 @@ def to_message_history(turn: Turn, system_prompts: list[str]) -> list[ModelMessa
         payload = block.payload
         if block.kind == BlockKind.USER:
             flush_response()
-            request.append(UserPromptPart(content=block.text))
+            request.append(UserPromptPart(content=user_content(block, turn.attachment_data)))
         elif block.kind == BlockKind.LLM_TEXT:
             flush_request()
             response.append(TextPart(content=block.text))
@@ -202,6 +211,26 @@ def to_message_history(turn: Turn, system_prompts: list[str]) -> list[ModelMessa
     ):
         return []  # nothing said yet: let the agent's first run add its own system prompt
     return messages
+
+
+def user_content(block: Block, data: Mapping[str, bytes]) -> str | list[UserContent]:
+    """A user block as pydantic-ai user content: its text alone, or with its attachments
+    after it (the order OpenAI-format ``messages`` use too)."""
+    if not block.attachments:
+        return block.text
+    content: list[UserContent] = [block.text] if block.text else []
+    for ref, part in zip(block.attachments, attachment_parts(block, data), strict=True):
+        if isinstance(part, ImagePart):
+            content.append(BinaryContent.from_data_uri(part.data_url))
+        else:
+            name = str(ref.get("name", "file"))
+            content.append(TextContent(part.text, metadata={"attachment": name}))
+    return content
+
+
+def _last_prompt(turn: Turn) -> str | list[UserContent]:
+    users = turn.blocks_of(BlockKind.USER)
+    return user_content(users[-1], turn.attachment_data) if users else ""
 
 
 def _system_prompts(messages: list[ModelMessage]) -> list[str]:

@@ -95,9 +95,14 @@ def request_origin(headers: Mapping[str, str]) -> str | None:
 
 
 def same_origin(origin: str, host_header: str | None, allowed: Iterable[str] = ()) -> bool:
-    """Whether ``origin`` is the server itself (same host and port) or explicitly allowed."""
-    if origin in allowed or "*" in allowed:
+    """Whether ``origin`` is the server itself (same host and port) or explicitly allowed:
+    the one check of HTTP requests (``webchat.server.security``) and WebSocket handshakes
+    (``webchat.server.ws``). Scheme and host compare case-insensitively (RFC 3986, 3.1 and
+    3.2.2), and a trailing ``/`` does not count, as in the ``allowed_origins`` setting."""
+    origin = origin.strip().rstrip("/").lower()
+    listed = {entry.rstrip("/").lower() for entry in allowed}
+    if origin in listed or "*" in listed:
         return True
     if origin == "null" or not host_header:
         return False
-    return urlsplit(origin).netloc.lower() == host_header.strip().lower()
+    return urlsplit(origin).netloc == host_header.strip().lower()

@@ -38,8 +38,6 @@ from webchat.turns import Block, Turn
 __all__ = [
     "ATTACHMENTS_KEY",
     "IMAGE_TYPES",
-    "MAX_ATTACHMENTS_PER_MESSAGE",
-    "MAX_ATTACHMENT_BYTES",
     "TEXT_EXTENSIONS",
     "AttachmentKind",
     "AttachmentService",
@@ -52,11 +50,6 @@ __all__ = [
     "sniff",
 ]
 
-MiB: Final = 1024 * 1024
-MAX_ATTACHMENT_BYTES: Final = 5 * MiB
-"""The largest file accepted (413 beyond)."""
-MAX_ATTACHMENTS_PER_MESSAGE: Final = 10
-"""The most files one message may carry (413 beyond)."""
 NAME_MAX: Final = 200
 
 ATTACHMENTS_KEY: Final = "attachments"
@@ -187,11 +180,28 @@ def check_profile(profile: Profile, kinds: Iterable[AttachmentKind]) -> None:
 
 
 class AttachmentService:
-    """Uploads, reads and run references, with the conversation's ownership rules."""
+    """Uploads, reads and run references, with the conversation's ownership rules.
 
-    def __init__(self, store: Store, access: ConversationAccess) -> None:
+    ``max_bytes`` and ``max_files`` are the deployment's limits (``attachment_max_bytes``,
+    ``attachment_max_files``): a file, or a message's count of them, beyond is a 413."""
+
+    def __init__(
+        self, store: Store, access: ConversationAccess, *, max_bytes: int, max_files: int
+    ) -> None:
         self.store = store
         self.access = access
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+
+    def too_large(self, size: int | None = None) -> AttachmentTooLargeError:
+        """The 413 for a file over ``max_bytes`` (``size``: how big it is, when known)."""
+        limit = f"{self.max_bytes} bytes (attachment_max_bytes)"
+        message = (
+            f"the file is larger than the limit of {limit}"
+            if size is None
+            else f"the file is {size} bytes; the limit is {limit}"
+        )
+        return AttachmentTooLargeError(message, limit=self.max_bytes)
 
     async def upload(
         self, conv_id: str, user: Principal, profile: Profile, name: str | None, data: bytes
@@ -199,10 +209,8 @@ class AttachmentService:
         """Store a file in a conversation of ``user``'s (a new id becomes theirs)."""
         # Ownership first: someone else's conversation is a 404 whatever the file.
         await self.access.claim(conv_id, user, to_write=True)
-        if len(data) > MAX_ATTACHMENT_BYTES:
-            raise AttachmentTooLargeError(
-                f"the file is {len(data)} bytes; the limit is {MAX_ATTACHMENT_BYTES}"
-            )
+        if len(data) > self.max_bytes:
+            raise self.too_large(len(data))
         if not data:
             raise InvalidRequestError("the file is empty")
         clean = sanitize_name(name)
@@ -239,10 +247,11 @@ class AttachmentService:
         conversation does not have, 403 for what the profile refuses."""
         if not attachment_ids:
             return []
-        if len(attachment_ids) > MAX_ATTACHMENTS_PER_MESSAGE:
+        if len(attachment_ids) > self.max_files:
             raise AttachmentTooLargeError(
                 f"{len(attachment_ids)} attachments; a message may carry at most "
-                f"{MAX_ATTACHMENTS_PER_MESSAGE}"
+                f"{self.max_files} (attachment_max_files)",
+                limit=self.max_files,
             )
         known = {r.id: r for r in await self.store.list_attachments(conv_id)}
         unknown = [i for i in attachment_ids if i not in known]

@@ -21,10 +21,8 @@ from pydantic import BaseModel
 
 from webchat.chat.attachments import (
     IMAGE_TYPES,
-    MAX_ATTACHMENT_BYTES,
     AttachmentKind,
     AttachmentService,
-    AttachmentTooLargeError,
     attachment_ref,
     kind_of,
 )
@@ -105,19 +103,19 @@ async def upload(
 ) -> JSONResponse:
     """Upload a file into a conversation of the caller's (a new id becomes theirs), for a
     later ``POST /chat`` to carry in ``attachments``. Images (PNG, JPEG, WebP, GIF, judged by
-    their bytes) and UTF-8 text files (.txt, .md, .csv, .json, source code), at most 5 MiB
-    (413); anything else is a 415, and what the profile (``?profile=``, else the
-    ``chat_profile`` cookie, else the default) does not take, a 403."""
+    their bytes) and UTF-8 text files (.txt, .md, .csv, .json, source code), at most
+    ``attachment_max_bytes`` (5 MiB by default; 413 beyond); anything else is a 415, and
+    what the profile (``?profile=``, else the ``chat_profile`` cookie, else the default)
+    does not take, a 403."""
     service = service_of(request)
     chosen = service.profiles.get(profile or chat_profile or service.profiles.default_slug)
-    data = await file.read(MAX_ATTACHMENT_BYTES + 1)
-    if len(data) > MAX_ATTACHMENT_BYTES:
+    attachments = attachments_of(request)
+    data = await file.read(attachments.max_bytes + 1)
+    if len(data) > attachments.max_bytes:
         # Ownership is still checked first: someone else's conversation stays a 404.
         await service.access.claim(conv_id, principal_of(request), to_write=True)
-        raise AttachmentTooLargeError(f"the file is larger than {MAX_ATTACHMENT_BYTES} bytes")
-    record = await attachments_of(request).upload(
-        conv_id, principal_of(request), chosen, file.filename, data
-    )
+        raise attachments.too_large()
+    record = await attachments.upload(conv_id, principal_of(request), chosen, file.filename, data)
     return JSONResponse(_info(request, record), status_code=201)
 
 

@@ -14,6 +14,7 @@ from webchat.chat.service import RunAccepted
 from webchat.profiles import BusyPolicy
 
 __all__ = [
+    "AttachmentPolicy",
     "BusyErrorBody",
     "CancelResult",
     "ConversationDescription",
@@ -49,6 +50,16 @@ class Health(BaseModel):
     version: str
 
 
+class AttachmentPolicy(BaseModel):
+    """What a profile's conversations accept as uploads, so a UI offers only that (the
+    server refuses the rest: 403 for a kind, 413 beyond a limit)."""
+
+    enabled: bool
+    kinds: list[Literal["image", "text"]]
+    max_bytes: int = Field(description="the largest file accepted (attachment_max_bytes)")
+    max_files: int = Field(description="the most files per message (attachment_max_files)")
+
+
 class ProfileInfo(BaseModel):
     slug: str
     display_name: str
@@ -65,6 +76,7 @@ class ProfileInfo(BaseModel):
     starters: list[str] = Field(
         default_factory=list, description="prompts the UI offers on an empty conversation"
     )
+    attachments: AttachmentPolicy = Field(description="the profile's `attachments` policy")
 
 
 class CancelResult(BaseModel):

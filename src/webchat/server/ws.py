@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
+from webchat.auth.network import same_origin
 from webchat.chat.service import CONV_ID_PATTERN, ChatService
 from webchat.conversation import Client, Conversation
 from webchat.errors import WebchatError
@@ -66,12 +66,7 @@ def quiet_invalid_utf8_tracebacks() -> None:
 def origin_allowed(websocket: WebSocket, allowed: list[str]) -> bool:
     """Same host as the server, or listed. Clients that send no Origin are not browsers."""
     origin = websocket.headers.get("origin")
-    if origin is None:
-        return True
-    origin = origin.rstrip("/")
-    if origin in allowed or "*" in allowed:
-        return True
-    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+    return origin is None or same_origin(origin, websocket.headers.get("host"), allowed)
 
 
 @router.websocket("/ws")

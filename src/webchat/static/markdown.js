@@ -65,21 +65,23 @@ const KATEX_OPTIONS = {
 const mathCache = new Map();
 const MATH_CACHE_SIZE = 256;
 
-function renderMath(source, displayMode) {
-  const key = `${displayMode ? "D" : "I"}${source}`;
+/** KaTeX HTML of `source`: inline (wrap ""), or display math in a `div` (a block of its
+ * own) or a `span` (display math written inside a paragraph, which a div would split). */
+function renderMath(source, wrap) {
+  const key = `${wrap || "inline"}:${source}`;
   let html = mathCache.get(key);
   if (html === undefined) {
-    html = renderMathUncached(source, displayMode);
+    html = renderMathUncached(source, wrap);
     if (mathCache.size >= MATH_CACHE_SIZE) mathCache.delete(mathCache.keys().next().value);
     mathCache.set(key, html);
   }
   return html;
 }
 
-function renderMathUncached(source, displayMode) {
+function renderMathUncached(source, wrap) {
   let html;
   try {
-    html = katex.renderToString(source, { ...KATEX_OPTIONS, displayMode });
+    html = katex.renderToString(source, { ...KATEX_OPTIONS, displayMode: wrap !== "" });
     // KaTeX writes its layout as style attributes, which the page's CSP (style-src 'self')
     // refuses when parsed from HTML, with one console error each. Move them aside; enhance()
     // applies them through the CSSOM. KaTeX escapes " in text, so ` style="` is an attribute.
@@ -88,16 +90,46 @@ function renderMathUncached(source, displayMode) {
     // throwOnError:false covers parse errors; anything else (e.g. maxExpand) shows the source.
     html = `<code class="math-error">${escapeHtml(source)}</code>`;
   }
-  return displayMode ? `<div class="math-display">${html}</div>` : html;
+  return wrap ? `<${wrap} class="math-display">${html}</${wrap}>` : html;
+}
+
+const DOLLAR = 0x24;
+const BACKSLASH = 0x5c;
+
+/**
+ * `$$…$$` inside a paragraph (`the sum $$\sum_i x_i$$ is`): @mdit/plugin-tex takes `$$` only
+ * at the start of a block and leaves it as text elsewhere. This rule, ahead of its inline
+ * `$`, makes it display math in place. An unclosed `$$` (still streaming) stays text.
+ */
+function inlineDisplayMath(state, silent) {
+  const { src, pos } = state;
+  if (src.charCodeAt(pos) !== DOLLAR || src.charCodeAt(pos + 1) !== DOLLAR) return false;
+  let end = pos + 2;
+  for (; (end = src.indexOf("$$", end)) !== -1; end += 1) {
+    let slashes = 0;
+    while (src.charCodeAt(end - 1 - slashes) === BACKSLASH) slashes += 1;
+    if (slashes % 2 === 0) break; // not \$$
+  }
+  if (end === -1 || src.slice(pos + 2, end).trim() === "") return false;
+  if (!silent) {
+    const token = state.push("math_inline_display", "math", 0);
+    token.markup = "$$";
+    token.content = src.slice(pos + 2, end);
+  }
+  state.pos = end + 2;
+  return true;
 }
 
 function createMarkdownIt() {
   const md = new MarkdownIt({ html: false, linkify: true, breaks: true, typographer: false });
   md.validateLink = (url) => SAFE_URL.test(url.trim());
   md.use(tasklist, { label: false, disabled: true });
-  md.use(tex, { delimiters: "all", render: renderMath });
+  const render = (source, display) => renderMath(source, display ? "div" : "");
+  md.use(tex, { delimiters: "all", render });
+  md.inline.ruler.before("math_inline_dollar", "math_inline_display", inlineDisplayMath);
 
   const rules = md.renderer.rules;
+  rules.math_inline_display = (tokens, idx) => renderMath(tokens[idx].content, "span");
   rules.softbreak = (tokens, idx, options) => (options.breaks ? "<br>" : "\n");
   rules.hardbreak = () => "<br>";
   rules.fence = (tokens, idx) => {

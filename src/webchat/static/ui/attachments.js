@@ -1,17 +1,30 @@
 // Attachments (issue 11): files picked with the paperclip, dropped on the page or pasted are
 // uploaded at once to the conversation (a new chat gets its id now) and shown as removable
 // chips above the field; Send waits for them and names them by id. Sent messages show an
-// image as a thumbnail and a text file as a chip linking to its download.
+// image as a thumbnail and a text file as a chip linking to its download. What is offered
+// follows the profile's policy (GET api/chat/profiles: attachments {enabled, kinds,
+// max_bytes, max_files}): no paperclip when it takes none, `accept` from its kinds, and a
+// dropped or pasted file it refuses is turned away here with a notice, never uploaded (the
+// server would refuse it too: 403, 413).
 
 import { api, conversationPath, readJson, SignedOutError } from "./api.js";
 import { appUrl, el, ui, uuid } from "./dom.js";
 import { hideNotice, showNotice } from "./notice.js";
 import { currentProfile, state } from "./state.js";
 
-export const MAX_ATTACHMENTS = 10;
-export const ACCEPT =
-  "image/png,image/jpeg,image/webp,image/gif,text/*,.txt,.md,.csv,.tsv,.json,.log,.py,.js," +
-  ".ts,.java,.c,.h,.cpp,.go,.rs,.rb,.php,.sh,.sql,.yaml,.yml,.toml,.ini,.xml,.css,.diff";
+const IMAGE_TYPES = ["image/png", "image/jpeg", "image/webp", "image/gif"];
+const IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "webp", "gif"];
+const TEXT_EXTENSIONS = [
+  "txt", "md", "csv", "tsv", "json", "log", "py", "js", "ts", "java", "c", "h", "cpp", "go",
+  "rs", "rb", "php", "sh", "sql", "yaml", "yml", "toml", "ini", "xml", "css", "diff",
+];
+/** The file input's `accept` for each kind a profile may take. */
+const ACCEPT = {
+  image: IMAGE_TYPES.join(","),
+  text: ["text/*", ...TEXT_EXTENSIONS.map((e) => `.${e}`)].join(","),
+};
+/** A profile that says nothing (an older server) takes what the server's defaults take. */
+const OPEN_POLICY = { enabled: true, kinds: ["image", "text"], max_bytes: null, max_files: 10 };
 
 let pending = []; // {name, convId, id, promise, chip}
 let draftConv = null; // the id a new chat's uploads went to (submit adopts it)
@@ -27,6 +40,53 @@ function uploadConv() {
 /** The id a new chat should take (the one its uploads went to), or null. */
 export function draftConvId() {
   return pending.length ? draftConv : null;
+}
+
+function policy(profile = currentProfile()) {
+  return { ...OPEN_POLICY, ...(profile?.attachments ?? {}) };
+}
+
+/** The paperclip and the file input as the profile allows (called when it changes). */
+export function applyAttachmentPolicy(profile) {
+  const allowed = policy(profile);
+  const input = document.getElementById("attach-input");
+  const button = document.getElementById("attach");
+  const on = allowed.enabled && allowed.kinds.length > 0;
+  button.hidden = !on;
+  input.disabled = !on;
+  input.accept = allowed.kinds.map((kind) => ACCEPT[kind] ?? "").join(",");
+  button.title = on ? `Attach files (${allowed.kinds.join(" or ")})` : "";
+}
+
+/** "image", "text", or null when only the server can tell (it judges the bytes). */
+function kindOf(file) {
+  const extension = (file.name ?? "").toLowerCase().split(".").pop();
+  if (IMAGE_TYPES.includes(file.type) || IMAGE_EXTENSIONS.includes(extension)) return "image";
+  if (file.type.startsWith("text/") || TEXT_EXTENSIONS.includes(extension)) return "text";
+  return null;
+}
+
+function formatBytes(size) {
+  if (size < 1024) return `${size} bytes`;
+  if (size < 1024 * 1024) return `${Math.round(size / 1024)} KB`;
+  return `${(size / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+/** Why the profile refuses `file`, or null when it may be uploaded. */
+function refusal(file, allowed, name, profile) {
+  const title = profile?.display_name || profile?.slug || "this profile";
+  if (!allowed.enabled || allowed.kinds.length === 0) {
+    return `${title} does not accept attachments.`;
+  }
+  const kind = kindOf(file);
+  if (kind && !allowed.kinds.includes(kind)) {
+    return `${name} was not attached: ${title} accepts ${allowed.kinds.join(" and ")} files only.`;
+  }
+  if (allowed.max_bytes && file.size > allowed.max_bytes) {
+    const size = formatBytes(file.size);
+    return `${name} was not attached: it is ${size}, the limit is ${formatBytes(allowed.max_bytes)}.`;
+  }
+  return null;
 }
 
 function renderPending() {
@@ -85,14 +145,22 @@ export function addFiles(files) {
   const given = [...(files ?? [])];
   if (given.length === 0) return;
   hideNotice();
+  const profile = currentProfile();
+  const allowed = policy(profile);
   const conv = uploadConv();
   if (pending.some((p) => p.convId !== conv)) pending = []; // another conversation's
   for (const file of given) {
-    if (pending.length >= MAX_ATTACHMENTS) {
-      showNotice(`A message may carry at most ${MAX_ATTACHMENTS} attachments.`);
+    const name = file.name || "pasted image";
+    const refused = refusal(file, allowed, name, profile);
+    if (refused) {
+      showNotice(refused);
+      continue;
+    }
+    if (pending.length >= allowed.max_files) {
+      showNotice(`A message may carry at most ${allowed.max_files} attachments.`);
       break;
     }
-    const item = { name: file.name || "pasted image", convId: conv, id: null };
+    const item = { name, convId: conv, id: null };
     item.chip = pendingChip(item);
     item.promise = upload(item, file);
     pending.push(item);
@@ -127,7 +195,7 @@ export function initAttachments() {
   list = document.getElementById("attachments");
   const input = document.getElementById("attach-input");
   const button = document.getElementById("attach");
-  input.accept = ACCEPT;
+  applyAttachmentPolicy(currentProfile());
   button.addEventListener("click", () => input.click());
   input.addEventListener("change", () => {
     addFiles(input.files);

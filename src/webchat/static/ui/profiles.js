@@ -1,6 +1,7 @@
 // The profile picker and the system prompt override panel.
 
 import { api, SignedOutError } from "./api.js";
+import { applyAttachmentPolicy } from "./attachments.js";
 import { BACKOFF_MAX_MS, BACKOFF_MIN_MS } from "./connection.js";
 import { el, sleep, ui } from "./dom.js";
 import { hideNotice, showNotice } from "./notice.js";
@@ -18,8 +19,10 @@ export function saveOverride() {
   if (ui.profile.dataset.slug) state.overrides.set(ui.profile.dataset.slug, ui.systemPrompt.value);
 }
 
+/** The chosen profile's override text and attachment policy, shown. */
 export function loadOverride() {
   const profile = currentProfile();
+  applyAttachmentPolicy(profile);
   ui.profile.dataset.slug = profile?.slug ?? "";
   ui.systemPrompt.value = profile ? (state.overrides.get(profile.slug) ?? "") : "";
   ui.systemPrompt.placeholder = profile?.default_prompt

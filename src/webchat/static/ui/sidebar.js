@@ -1,5 +1,6 @@
-// The sidebar: the conversation list (newest first, in day groups), search, the open
-// conversation's menu (rename, export, delete), and the account box.
+// The sidebar: the conversation list (newest first, in day groups), search, the menus that
+// rename, export and delete a conversation (the open one's in the top bar, and each row's
+// own "…"), and the account box.
 
 import { api, conversationPath, readJson, request, sendJson, SignedOutError } from "./api.js";
 import { appUrl, el, ui } from "./dom.js";
@@ -58,7 +59,7 @@ export async function refreshConversations() {
   } catch {
     return;
   }
-  if (!Array.isArray(list) || searching()) return;
+  if (!Array.isArray(list) || searching() || rowBusy()) return;
   lastList = list;
   drawList(list, { grouped: true });
 }
@@ -81,7 +82,7 @@ function conversationItem(c) {
     button.append(el("span", "conversation-snippet", c.snippet));
   }
   button.addEventListener("click", () => hooks.select(c.conv_id));
-  item.append(button);
+  item.append(button, rowMenu(item, c.conv_id, title));
   return item;
 }
 
@@ -151,65 +152,102 @@ export function dropConversation(convId) {
   ui.conversationsEmpty.hidden = ui.conversations.querySelector(".conversation") !== null;
 }
 
-// -- the open conversation's menu --------------------------------------------------------------
+// -- conversation menus: the open conversation's (top bar) and each row's ("…") ---------------
 
-function closeMenu() {
-  ui.convMenuList.hidden = true;
-  ui.convMenuButton.setAttribute("aria-expanded", "false");
-  ui.deleteConv.dataset.confirm = "false";
-  ui.deleteConv.textContent = "Delete";
+const MENU_ITEMS = '[role="menuitem"]';
+
+/** A menu (`toggle` opens `list`): aria-expanded, arrow keys between items, Esc closes. */
+function wireMenu(toggle, list) {
+  toggle.setAttribute("aria-haspopup", "menu");
+  toggle.setAttribute("aria-expanded", "false");
+  toggle.addEventListener("click", (event) => {
+    event.stopPropagation();
+    const open = list.hidden;
+    closeMenus();
+    if (!open) return;
+    list.hidden = false;
+    toggle.setAttribute("aria-expanded", "true");
+    list.querySelector(MENU_ITEMS)?.focus();
+  });
+  list.addEventListener("keydown", (event) => {
+    const items = [...list.querySelectorAll(MENU_ITEMS)];
+    const at = items.indexOf(document.activeElement);
+    const moves = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: items.length - 1 };
+    if (event.key in moves) {
+      event.preventDefault();
+      items[(moves[event.key] + items.length) % items.length]?.focus();
+    } else if (event.key === "Escape") {
+      event.stopPropagation();
+      closeMenus();
+      toggle.focus();
+    } else if (event.key === "Tab") {
+      closeMenus();
+    }
+  });
 }
 
-function exportHref(format) {
-  return appUrl(conversationPath(state.convId ?? "", `/export?format=${format}`)).href;
+function closeMenus() {
+  const lists = [ui.convMenuList, ...ui.conversations.querySelectorAll(".row-menu-list")];
+  for (const list of lists) {
+    list.hidden = true;
+    list.parentElement?.querySelector("[aria-expanded]")?.setAttribute("aria-expanded", "false");
+    for (const button of list.querySelectorAll('[data-confirm="true"]')) {
+      button.dataset.confirm = "false";
+      button.textContent = "Delete";
+    }
+  }
+}
+
+function exportHref(convId, format) {
+  return appUrl(conversationPath(convId, `/export?format=${format}`)).href;
 }
 
 export function renderConversationMenu() {
   ui.convMenu.hidden = !state.convId;
   if (state.convId) {
-    ui.exportJson.href = exportHref("json");
-    ui.exportMarkdown.href = exportHref("markdown");
+    ui.exportJson.href = exportHref(state.convId, "json");
+    ui.exportMarkdown.href = exportHref(state.convId, "markdown");
   }
 }
 
-/** Rename in place: the title becomes a text field (Enter saves, Esc cancels). */
-function startRename() {
-  closeMenu();
-  const convId = state.convId;
-  if (!convId || ui.title.querySelector("input")) return;
-  const before = ui.title.textContent;
+async function saveTitle(convId, title) {
+  state.titles.set(convId, title);
+  hooks.render();
+  try {
+    const response = await sendJson("PATCH", conversationPath(convId), { title });
+    if (!response.ok) {
+      const data = await readJson(response);
+      showNotice(`Could not rename: ${data?.error ?? `HTTP ${response.status}`}`);
+    }
+  } catch (err) {
+    if (!(err instanceof SignedOutError)) showNotice(`Could not rename: ${err?.message ?? err}`);
+  }
+  scheduleConversations(0);
+}
+
+/**
+ * Rename in place: a text field (Enter saves, Esc cancels, leaving it saves) that `place`
+ * puts where the title is; `restore(title)` puts the title back (the new one, or the old).
+ */
+function editTitle(convId, current, { place, restore }) {
+  closeMenus();
   const input = el("input", "title-input");
   input.type = "text";
-  input.value = state.titles.get(convId) || before;
+  input.value = state.titles.get(convId) || current;
   input.maxLength = 200;
   input.setAttribute("aria-label", "Conversation title");
-  ui.title.replaceChildren(input);
-  ui.title.dataset.editing = "true";
+  place(input);
   input.focus();
   input.select();
   let done = false;
-  const finish = async (save) => {
+  const finish = (save) => {
     if (done) return;
     done = true;
-    delete ui.title.dataset.editing;
     const title = input.value.trim();
-    ui.title.textContent = before;
-    if (!save || !title || title === before) {
-      hooks.render();
-      return;
-    }
-    state.titles.set(convId, title);
-    hooks.render();
-    try {
-      const response = await sendJson("PATCH", conversationPath(convId), { title });
-      if (!response.ok) {
-        const data = await readJson(response);
-        showNotice(`Could not rename: ${data?.error ?? `HTTP ${response.status}`}`);
-      }
-    } catch (err) {
-      if (!(err instanceof SignedOutError)) showNotice(`Could not rename: ${err?.message ?? err}`);
-    }
-    scheduleConversations(0);
+    const changed = save && title && title !== current;
+    restore(changed ? title : current);
+    if (changed) saveTitle(convId, title);
+    else hooks.render();
   };
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
@@ -224,15 +262,51 @@ function startRename() {
   input.addEventListener("blur", () => finish(true));
 }
 
-async function deleteConversation() {
+/** The open conversation's title, in the top bar, becomes the field. */
+function renameOpen() {
   const convId = state.convId;
+  if (!convId || ui.title.querySelector("input")) return;
+  editTitle(convId, ui.title.textContent, {
+    place(input) {
+      ui.title.replaceChildren(input);
+      ui.title.dataset.editing = "true";
+    },
+    restore(title) {
+      delete ui.title.dataset.editing;
+      ui.title.textContent = title;
+    },
+  });
+}
+
+/** A row's title becomes the field (the row's button hides meanwhile). */
+function renameRow(item, convId) {
+  const button = item.querySelector(".conversation-button");
+  const name = item.querySelector(".conversation-title");
+  if (!button || item.querySelector(".title-input")) return;
+  editTitle(convId, name.textContent, {
+    place(input) {
+      button.hidden = true;
+      item.prepend(input);
+    },
+    restore(title) {
+      item.querySelector(".title-input")?.remove();
+      name.textContent = title;
+      button.title = title;
+      button.hidden = false;
+      button.focus();
+    },
+  });
+}
+
+/** Delete `convId` on the second press of `button` (the first asks "Delete for good?"). */
+async function deleteConversation(convId, button) {
   if (!convId) return;
-  if (ui.deleteConv.dataset.confirm !== "true") {
-    ui.deleteConv.dataset.confirm = "true";
-    ui.deleteConv.textContent = "Delete for good?";
+  if (button.dataset.confirm !== "true") {
+    button.dataset.confirm = "true";
+    button.textContent = "Delete for good?";
     return;
   }
-  closeMenu();
+  closeMenus();
   state.deleting = convId; // its conversation.deleted frame may come before this answer
   try {
     const response = await api(conversationPath(convId), { method: "DELETE" });
@@ -248,6 +322,54 @@ async function deleteConversation() {
     state.deleting = null;
   }
   hooks.deleted(convId, { here: true });
+}
+
+function menuItem(tag, label, className = "") {
+  const item = el(tag, className, label);
+  item.setAttribute("role", "menuitem");
+  if (tag === "button") item.type = "button";
+  return item;
+}
+
+/** A row's own "…" menu: rename, export and delete that row's conversation. */
+function rowMenu(item, convId, title) {
+  const box = el("div", "row-menu");
+  const toggle = el("button", "icon-button row-menu-button", "…");
+  toggle.type = "button";
+  toggle.setAttribute("aria-label", `Actions for ${title}`);
+  toggle.title = "Rename, export or delete";
+  const list = el("div", "conv-menu-list row-menu-list");
+  list.setAttribute("role", "menu");
+  list.setAttribute("aria-label", `Actions for ${title}`);
+  list.hidden = true;
+  const rename = menuItem("button", "Rename");
+  rename.addEventListener("click", () => renameRow(item, convId));
+  const exports = [
+    ["markdown", "Export as Markdown"],
+    ["json", "Export as JSON"],
+  ].map(([format, label]) => {
+    const link = menuItem("a", label);
+    link.href = exportHref(convId, format);
+    link.download = "";
+    link.addEventListener("click", closeMenus);
+    return link;
+  });
+  const remove = menuItem("button", "Delete", "danger");
+  remove.addEventListener("click", (event) => {
+    event.stopPropagation();
+    deleteConversation(convId, remove).then(() => {
+      if (!item.isConnected) ui.search.focus(); // its row is gone: keep focus in the list
+    });
+  });
+  list.append(rename, ...exports, remove);
+  box.append(toggle, list);
+  wireMenu(toggle, list);
+  return box;
+}
+
+/** A row being renamed, or a row menu open: the periodic refresh must not redraw it away. */
+function rowBusy() {
+  return ui.conversations.querySelector(".title-input, .row-menu-list:not([hidden])") !== null;
 }
 
 // -- the signed-in user ---------------------------------------------------------------------------
@@ -380,27 +502,17 @@ export function initSidebar(given) {
       runSearch();
     }
   });
-  ui.convMenuButton.addEventListener("click", () => {
-    const open = ui.convMenuList.hidden;
-    closeMenu();
-    ui.convMenuList.hidden = !open;
-    ui.convMenuButton.setAttribute("aria-expanded", String(open));
-  });
+  wireMenu(ui.convMenuButton, ui.convMenuList);
   document.addEventListener("click", (event) => {
-    if (!ui.convMenu.contains(event.target)) closeMenu();
+    if (!event.target.closest?.(".conv-menu, .row-menu")) closeMenus();
   });
-  ui.convMenuList.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") {
-      event.stopPropagation();
-      closeMenu();
-      ui.convMenuButton.focus();
-    }
-  });
-  ui.rename.addEventListener("click", startRename);
-  ui.title.addEventListener("dblclick", () => state.convId && startRename());
+  ui.rename.addEventListener("click", renameOpen);
+  ui.title.addEventListener("dblclick", () => state.convId && renameOpen());
   ui.deleteConv.addEventListener("click", (event) => {
     event.stopPropagation();
-    deleteConversation();
+    deleteConversation(state.convId, ui.deleteConv);
   });
-  for (const link of [ui.exportJson, ui.exportMarkdown]) link.addEventListener("click", closeMenu);
+  for (const link of [ui.exportJson, ui.exportMarkdown]) {
+    link.addEventListener("click", closeMenus);
+  }
 }
