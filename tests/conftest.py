@@ -1,4 +1,5 @@
-"""Fixtures every test package may use: a real redis-server, started once per session."""
+"""Fixtures every test package may use: a real redis-server and a real PostgreSQL server,
+each started once per session."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.postgres import postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.support.redis_server import RedisServer, start_redis_server
 
 

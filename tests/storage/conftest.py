@@ -6,6 +6,7 @@ import pytest
 
 from tests.storage.helpers import OpenStore
 from webchat.storage import SQLiteStore, Store
+from webchat.storage.postgres import PostgresStore
 from webchat.storage.redis_store import RedisStore
 
 
@@ -22,15 +23,21 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
     await store.close()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
-    """The store contract on both stores: each call opens another store on the same data."""
+    """The store contract on every store: each call opens another store on the same data
+    (for PostgreSQL, a fresh database of the session's real server)."""
     opened: list[Store] = []
     if request.param == "sqlite":
         path = tmp_path / "webchat.db"
 
         def make() -> Store:
             return SQLiteStore(path)
+    elif request.param == "postgres":
+        database: str = request.getfixturevalue("postgres_url")
+
+        def make() -> Store:
+            return PostgresStore(database)
     else:
         url: str = request.getfixturevalue("redis_url")
         prefix = f"test-{uuid.uuid4().hex}:"  # the session's Redis is shared by every test

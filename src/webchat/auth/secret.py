@@ -2,9 +2,11 @@
 keyed by. Every process of a deployment must hold the same one, and it must outlive
 restarts (or every browser is logged out and every signature changes).
 
-In order: ``secret_key`` (``WEBCHAT_SECRET_KEY``) when given; with ``--transport redis``, one
-secret created once in Redis and read by every process; else a file (``secret_file``, by
-default beside the SQLite database) created on first start with mode 0600. An in-memory
+In order: ``secret_key`` (``WEBCHAT_SECRET_KEY``) when given; with ``--db postgresql://…``, one
+secret created once in the database (the store of record, which a Redis flush leaves alone);
+with ``--transport redis``, one secret created once in Redis and read by every process; else a
+file (``secret_file``, by default beside the SQLite database) created on first start with mode
+0600. An in-memory
 database gets a secret that lives as long as the process, like its data.
 """
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from redis import asyncio as aredis
 
 from webchat.settings import ServerSettings
+from webchat.storage.postgres import is_postgres_url, postgres_secret
 
 __all__ = ["REDIS_SECRET_KEY", "deployment_secret", "secret_file_path"]
 
@@ -29,7 +32,7 @@ _BYTES = 32
 def secret_file_path(settings: ServerSettings) -> Path | None:
     if settings.secret_file is not None:
         return settings.secret_file
-    if settings.db == ":memory:":
+    if settings.db == ":memory:" or is_postgres_url(settings.db):
         return None
     return Path(settings.db + ".secret")
 
@@ -59,6 +62,8 @@ async def deployment_secret(settings: ServerSettings, *, shared: bool) -> bytes:
     """``shared``: processes share their state in Redis (``--transport redis``)."""
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
+    if is_postgres_url(settings.db):
+        return await postgres_secret(settings.db)
     if shared:
         return await _redis_secret(settings.redis_url)
     path = secret_file_path(settings)

@@ -28,6 +28,7 @@ from webchat.conversation.config import derive_fingerprint_key
 from webchat.profiles import ProfileRegistry
 from webchat.settings import ServerSettings
 from webchat.storage import SQLiteStore, Store
+from webchat.storage.postgres import PostgresStore, is_postgres_url
 from webchat.storage.redis_store import RedisStore
 from webchat.tools.mcp import McpPool
 from webchat.transport import Transport, create_transport
@@ -73,7 +74,11 @@ def make_transport(settings: ServerSettings) -> Transport:
 
 
 def make_store(settings: ServerSettings) -> Store:
-    """Processes sharing a Redis transport share their state there too."""
+    """A ``postgresql://`` ``--db`` is the store of record, of one process or of all (Redis
+    then carries only streams, locks and queues, so flushing it loses no history); else
+    processes sharing a Redis transport share their state there too."""
+    if is_postgres_url(settings.db):
+        return PostgresStore(settings.db)
     if shares_state(settings):
         return RedisStore(settings.redis_url)
     return SQLiteStore(settings.db)

@@ -1,4 +1,5 @@
-"""Durable conversations: records, turns and the frame timeline, so a restarted server can
+"""Durable conversations (SQLite, PostgreSQL or Redis): records, turns and the frame
+timeline, so a restarted server can
 list its conversations, continue them and replay ``since`` from disk; and what users do with
 them: rename, delete, search and feedback on answers."""
 
@@ -10,6 +11,7 @@ from webchat.storage.base import (
     Rating,
     Store,
 )
+from webchat.storage.postgres import PostgresStore
 from webchat.storage.sqlite import SCHEMA_VERSION, SchemaVersionError, SQLiteStore
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "ConversationRecord",
     "Feedback",
     "NullStore",
+    "PostgresStore",
     "Rating",
     "SQLiteStore",
     "SchemaVersionError",
