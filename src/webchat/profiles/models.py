@@ -68,6 +68,16 @@ class AttachmentOptions(BaseModel):
     )
 
 
+class OpenAIApiOptions(BaseModel):
+    """How the OpenAI-compatible API (and AG-UI) treat a profile: ``client_tools: true``
+    accepts requests that define tools of their own and ignores those tools (the model is
+    offered only the profile's server-side tools); false (the default) refuses them (400)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_tools: bool = False
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -105,6 +115,11 @@ class Profile(BaseModel):
     attachments: AttachmentOptions = Field(
         default_factory=AttachmentOptions,
         description="uploads this profile accepts: {enabled: bool, kinds: [image, text]}",
+    )
+    openai_api: OpenAIApiOptions = Field(
+        default_factory=OpenAIApiOptions,
+        description="/v1/chat/completions and /ag-ui: {client_tools: bool} (default false: "
+        "a request defining its own tools is a 400; true: they are accepted and ignored)",
     )
 
     @field_validator("overridable_settings")
