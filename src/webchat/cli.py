@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -43,7 +42,9 @@ def serve(
     profiles: Annotated[Path | None, typer.Option(help="Profiles YAML file.")] = None,
     transport: Annotated[str | None, typer.Option(help="memory or redis.")] = None,
     redis_url: Annotated[str | None, typer.Option(help="Redis URL.")] = None,
-    db: Annotated[str | None, typer.Option(help="SQLite file, or :memory:.")] = None,
+    db: Annotated[
+        str | None, typer.Option(help="SQLite file, :memory:, or a postgresql:// URL.")
+    ] = None,
     idle_timeout: Annotated[
         float | None, typer.Option(help="Seconds a silent WebSocket stays open.")
     ] = None,
@@ -55,6 +56,9 @@ def serve(
     ] = None,
     busy_policy: Annotated[str | None, typer.Option(help="reject, enqueue or interrupt.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text, or json: one JSON object per log line.")
+    ] = None,
     app_setup: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +78,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start the server. With no options: offline engine, in-memory transport, SQLite file."""
+    from webchat.observability.logs import configure_logging, settings_secrets
     from webchat.profiles import ProfileFileError
     from webchat.server import create_app
     from webchat.server.runner import serve as serve_app
@@ -92,14 +97,15 @@ def serve(
         allowed_origins=allowed_origins,
         busy_policy=busy_policy,
         log_level=log_level,
+        log_format=log_format,
         app=app_setup,
         auth=auth,
         users=users,
         allowed_hosts=allowed_hosts,
         trusted_proxies=trusted_proxies,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    log_config = configure_logging(
+        settings.log_level, settings.log_format, secrets=settings_secrets(settings)
     )
     try:
         application = create_app(settings)
@@ -112,7 +118,13 @@ def serve(
     # lets that end as a normal exit 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    serve_app(application, host=settings.host, port=settings.port, log_level=settings.log_level)
+    serve_app(
+        application,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=log_config,  # uvicorn's access log in the same format
+    )
 
 
 @app.command("profiles")

@@ -21,6 +21,7 @@ from pydantic_settings import (
 
 from webchat.auth.principal import AuthMode
 from webchat.profiles import BusyPolicy
+from webchat.storage.postgres.url import check_postgres_url, is_postgres_url
 
 MiB = 1024 * 1024
 
@@ -45,7 +46,10 @@ class ServerSettings(BaseSettings):
     transport: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_maxlen: int = Field(default=10_000, ge=100)
-    db: str = Field(default="webchat.sqlite3", description="SQLite file, or :memory:")
+    db: str = Field(
+        default="webchat.sqlite3",
+        description="SQLite file, :memory:, or a postgresql:// URL (the store of record)",
+    )
     idle_timeout: float = Field(
         default=60.0, gt=0, description="seconds a WebSocket may stay silent before it is closed"
     )
@@ -57,8 +61,22 @@ class ServerSettings(BaseSettings):
     )
     busy_policy: BusyPolicy = "reject"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json: one JSON object per log line"
+    )
+    otel_capture_content: bool = Field(
+        default=False,
+        description="record prompts, outputs and tool arguments/results in OpenTelemetry "
+        "spans (they are user data: off unless asked for)",
+    )
     max_body_bytes: int = Field(default=1 * MiB, ge=1024)
     max_prompt_chars: int = Field(default=100_000, ge=1)
+    attachment_max_bytes: int = Field(
+        default=5 * MiB, ge=1, description="the largest uploaded file accepted (413 beyond)"
+    )
+    attachment_max_files: int = Field(
+        default=10, ge=1, description="the most attachments one message may carry (413 beyond)"
+    )
     snapshot_dir: Path | None = Field(default=None, description="write YAML turn snapshots here")
     # -- who may use the server (see the README's "Security") ------------------------------
     auth: AuthMode | None = Field(
@@ -129,6 +147,16 @@ class ServerSettings(BaseSettings):
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [v.strip().rstrip("/") for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("db")
+    @classmethod
+    def _check_db(cls, value: str) -> str:
+        # The message never repeats the value: a URL may hold a password.
+        if is_postgres_url(value):
+            check_postgres_url(value)
+        elif "://" in value:
+            raise ValueError("a database URL must start with postgresql:// (or give a file)")
         return value
 
     @field_validator("root")

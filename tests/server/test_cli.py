@@ -275,6 +275,7 @@ async def test_the_provider_key_never_leaks(
             await get(f"/api/conversations/{conv_id}/timeline?since=0")
             await get("/api/conversations")
             await get("/metrics")
+            await get("/readyz")
 
     assert seen
     for text in seen:

@@ -60,6 +60,9 @@ class PendingRun:
     attachments: list[str] = field(default_factory=list)
     """Ids of the run's attachments (their bytes are loaded when it starts, not queued).
     Defaulted, so entries queued before attachments existed still decode."""
+    trace_context: dict[str, str] = field(default_factory=dict)
+    """W3C trace context (``traceparent``) of the request that queued the run, so the
+    process that starts it continues that trace (``webchat.observability.tracing``)."""
 
 
 @dataclass(frozen=True, slots=True)

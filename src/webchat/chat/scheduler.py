@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -26,7 +26,6 @@ from pydantic import BaseModel, Field
 from webchat.auth.principal import LOCAL_USER, Principal
 from webchat.chat.access import ConversationAccess
 from webchat.chat.attachments import (
-    MAX_ATTACHMENTS_PER_MESSAGE,
     AttachmentService,
     attachment_ref,
     history_ids,
@@ -38,6 +37,8 @@ from webchat.conversation import Conversation, ConversationManager, EngineBuilde
 from webchat.conversation.pool import SERVICE_RESTART_CODE
 from webchat.errors import ConversationBusyError, InvalidRequestError, WebchatError
 from webchat.events import EventMeta, RunFailedEvent, new_id
+from webchat.observability import tracing
+from webchat.observability.runs import RunObservation
 from webchat.profiles import BusyPolicy, Profile, ProfileRegistry
 from webchat.sessions import InferenceHandle, SessionBusyError, UnknownTurnError
 from webchat.settings import ServerSettings
@@ -84,7 +85,7 @@ class RunRequest(BaseModel):
         max_length=100,
         description="Ids of files uploaded to this conversation (POST "
         "/api/conversations/{conv_id}/attachments) that this message carries, at most "
-        f"{MAX_ATTACHMENTS_PER_MESSAGE} (413 beyond). An id the conversation does not have "
+        "attachment_max_files (10 by default; 413 beyond). An id the conversation does not have "
         "is a 400; a kind the profile does not take, a 403. The user turn keeps them (its "
         "user block's payload.attachments).",
     )
@@ -134,7 +135,12 @@ class RunScheduler:
         self.manager = manager
         self.reads = reads
         self.access = access
-        self.attachments = AttachmentService(store, access)
+        self.attachments = AttachmentService(
+            store,
+            access,
+            max_bytes=settings.attachment_max_bytes,
+            max_files=settings.attachment_max_files,
+        )
         self.quotas = quotas
         self.shared_state = shared_state
         """True when other processes may run this deployment's conversations too."""
@@ -227,6 +233,7 @@ class RunScheduler:
                     inference_id,
                     parent_turn_id=request.parent_turn_id,
                     attachments=list(request.attachments),
+                    trace_context=tracing.inject(),  # whoever runs it continues this trace
                 )
                 return await self._enqueue(conv_id, profile.slug, pending)
             await self._take_over(conv_id, holder, inference_id)
@@ -267,8 +274,10 @@ class RunScheduler:
         *,
         parent_turn_id: str | None = None,
         attachments: Sequence[str] = (),
+        trace_context: Mapping[str, str] | None = None,
     ) -> RunAccepted:
-        """Start a run; the caller holds the conversation's run lock for ``inference_id``."""
+        """Start a run; the caller holds the conversation's run lock for ``inference_id``.
+        ``trace_context``: the trace of the request that queued it, if it was queued."""
         conversation = await self.manager.get_or_create(conv_id, profile_slug, overrides)
         if self.shared_state:
             await self.reads.catch_up(conversation)
@@ -276,13 +285,17 @@ class RunScheduler:
             refs, data = await self._attachments_for(conversation, parent_turn_id, attachments)
             # ``Conversation.start_run`` is this plus the attachments, which it does not take.
             conversation.touch()
-            handle = conversation.session.start_inference(
-                prompt,
-                inference_id=inference_id,
-                parent_turn_id=parent_turn_id,
-                attachments=refs,
-                attachment_data=data,
+            run = RunObservation(
+                conv_id, inference_id, profile_slug, prompt, trace_context=trace_context
             )
+            with run.activate():
+                handle = conversation.session.start_inference(
+                    prompt,
+                    inference_id=inference_id,
+                    parent_turn_id=parent_turn_id,
+                    attachments=refs,
+                    attachment_data=data,
+                )
         except SessionBusyError:
             raise await self._busy(conv_id, inference_id) from None
         except UnknownTurnError as exc:
@@ -291,7 +304,7 @@ class RunScheduler:
             raise unknown_parent(conv_id, exc.turn_id) from None
         self.runs_started += 1
         self.manager.persist(conversation, title=prompt)
-        handle.add_done_callback(lambda h: self._spawn(self._finish(conversation, h)))
+        handle.add_done_callback(lambda h: self._spawn(self._finish(conversation, h, run)))
         return RunAccepted(
             conv_id=conv_id,
             session_id=handle.session_id,
@@ -387,9 +400,12 @@ class RunScheduler:
                 raise await self._busy(conv_id, current)
             await asyncio.sleep(0.02)
 
-    async def _finish(self, conversation: Conversation, handle: InferenceHandle) -> None:
+    async def _finish(
+        self, conversation: Conversation, handle: InferenceHandle, run: RunObservation
+    ) -> None:
         """After a run: persist it, then hand the lock to the next queued run or release it."""
         conv_id = conversation.conv_id
+        await run.end(handle)
         self.manager.persist(conversation)
         await self._release_slot(conv_id, handle.inference_id, None)
         await conversation.wait_for_end_frame(handle.inference_id)
@@ -424,6 +440,7 @@ class RunScheduler:
                     pending.inference_id,
                     parent_turn_id=pending.parent_turn_id,
                     attachments=pending.attachments,
+                    trace_context=pending.trace_context,
                 )
                 return
             except Exception as exc:

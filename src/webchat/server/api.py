@@ -6,18 +6,24 @@ so the OpenAPI document describes the API as it behaves.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Cookie, Header, Path, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 import webchat
 from webchat.chat.management import ConversationManagement
 from webchat.chat.service import CONV_ID_PATTERN, ChatService, RunAccepted, RunRequest
+from webchat.observability import Observability
+from webchat.observability.metrics import CONTENT_TYPE
+from webchat.observability.readiness import Readiness, check_readiness
 from webchat.server.schemas import (
+    AttachmentPolicy,
     CancelResult,
     ConversationDescription,
     ConversationList,
+    ErrorBody,
     Health,
     ProfileInfo,
     Timeline,
@@ -88,6 +94,7 @@ async def healthz() -> Health:
 @router.get("/api/chat/profiles")
 async def list_profiles(request: Request) -> list[ProfileInfo]:
     service = service_of(request)
+    limits = service.scheduler.attachments
     return [
         ProfileInfo(
             slug=p.slug,
@@ -101,6 +108,12 @@ async def list_profiles(request: Request) -> list[ProfileInfo]:
             busy_policy=service.busy_policy(p),
             default=p.slug == service.profiles.default_slug,
             starters=p.starters,
+            attachments=AttachmentPolicy(
+                enabled=p.attachments.enabled,
+                kinds=list(p.attachments.kinds),
+                max_bytes=limits.max_bytes,
+                max_files=limits.max_files,
+            ),
         )
         for p in service.profiles.all()
     ]
@@ -192,12 +205,32 @@ async def timeline(
     return await service_of(request).timeline(conv_id, since, principal_of(request), branch=branch)
 
 
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "Not ready: the store or Redis is down (``error`` says which, "
+            "``checks`` has each one's state)",
+        }
+    },
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Whether this process can serve now: its store answers, and Redis when it uses it
+    (``/healthz`` only says it is alive)."""
+    service = service_of(request)
+    redis_url = service.settings.redis_url if service.shared_state else None
+    readiness = await check_readiness(service.store, redis_url)
+    status = 200 if readiness.status == "ready" else 503
+    return JSONResponse(readiness.model_dump(exclude_none=True), status_code=status)
+
+
 @router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(request: Request) -> str:
+async def metrics(request: Request) -> Response:
+    """Prometheus text: the service's counters and gauges, histograms, process metrics."""
     service = service_of(request)
     values = {**service.metrics(), **await ConversationManagement(service).metrics()}
-    lines = []
-    for name, value in values.items():
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines += [f"# TYPE webchat_{name} {kind}", f"webchat_{name} {value:g}"]
-    return "\n".join(lines) + "\n"
+    observability: Observability = request.app.state.observability
+    body = await asyncio.to_thread(observability.metrics.render, values)
+    return Response(body, media_type=CONTENT_TYPE)

@@ -23,9 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import webchat
 from webchat.agents import ImportPathError, import_object
 from webchat.auth.gate import check_auth_settings
-from webchat.chat.attachments import MAX_ATTACHMENT_BYTES
 from webchat.errors import WebchatError
-from webchat.server import api, attachments_api, auth_routes, manage_api, ws
+from webchat.observability import Observability, activate
+from webchat.observability.docs import add_docs_route
+from webchat.observability.middleware import ObservabilityMiddleware
+from webchat.server import agui_api, api, attachments_api, auth_routes, manage_api, openai_api, ws
 from webchat.server.composition import (
     BuilderSetup,
     compose,
@@ -34,9 +36,10 @@ from webchat.server.composition import (
     make_store,
     make_transport,
 )
-from webchat.server.limits import BodyLimitMiddleware
+from webchat.server.limits import BodyLimitMiddleware, upload_body_limit
 from webchat.server.security import SecurityMiddleware
 from webchat.settings import ServerSettings
+from webchat.storage.postgres import redacted
 
 log = logging.getLogger("webchat.server")
 
@@ -85,9 +88,17 @@ def create_app(
     extend = resolve_setup(setup if setup is not None else settings.app)  # fail at start-up
     profiles = load_profiles(settings)  # fail at start-up, not on the first request
     mode = check_auth_settings(settings)  # e.g. --host 0.0.0.0 without --auth
+    # This app's own metrics registry (never the global one) and tracing options.
+    observability = Observability(capture_content=settings.otel_capture_content)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with activate(observability):  # background tasks started here report to this app
+            async with _serve(app):
+                yield
+
+    @contextlib.asynccontextmanager
+    async def _serve(app: FastAPI) -> AsyncIterator[None]:
         parts = await compose(settings, profiles, setup=extend)
         app.state.components = parts
         app.state.settings = settings
@@ -101,7 +112,7 @@ def create_app(
             "webchat %s ready: transport=%s db=%s profiles=%s",
             webchat.__version__,
             settings.transport,
-            settings.db,
+            redacted(settings.db),  # a postgresql:// URL may hold a password
             ",".join(p.slug for p in profiles.all()),
         )
         try:
@@ -109,12 +120,14 @@ def create_app(
         finally:
             await parts.aclose()  # what compose built, in reverse order
 
-    app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan)
+    app = FastAPI(title="webchat", version=webchat.__version__, lifespan=lifespan, docs_url=None)
+    app.state.observability = observability
     ws.quiet_invalid_utf8_tracebacks()
+    app.add_middleware(ObservabilityMiddleware, observability=observability)
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
-        upload_max_bytes=MAX_ATTACHMENT_BYTES + 64 * 1024,  # one file plus its multipart frame
+        upload_max_bytes=upload_body_limit(settings.attachment_max_bytes),
     )
     # Added last, so it runs first: nothing is read or parsed for a request it refuses.
     app.add_middleware(SecurityMiddleware, root=settings.root)
@@ -157,6 +170,8 @@ def create_app(
     app.include_router(api.router, prefix=prefix)
     app.include_router(attachments_api.router, prefix=prefix)
     app.include_router(ws.router, prefix=prefix)
+    app.include_router(openai_api.router, prefix=prefix)
+    app.include_router(agui_api.router, prefix=prefix)
     app.include_router(auth_routes.router, prefix=prefix)
     if mode == "oidc":
         from webchat.auth import oidc  # Authlib is loaded only where it is used
@@ -168,5 +183,6 @@ def create_app(
         # Never from cache: the page's redirect to the log-in page must happen every time.
         return FileResponse(str(STATIC / "index.html"), media_type="text/html", headers=NO_STORE)
 
+    add_docs_route(app, static_prefix=prefix + "/static")  # vendored Swagger UI, no CDN
     app.mount(prefix + "/static", StaticFiles(directory=str(STATIC)), name="static")
     return app

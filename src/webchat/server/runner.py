@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 
 from webchat.server.ws import MAX_MESSAGE_BYTES
 
@@ -38,13 +40,22 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def serve(app: FastAPI, *, host: str, port: int, log_level: str) -> None:
-    """Serve ``app`` until SIGINT/SIGTERM, then drain and stop."""
+def serve(
+    app: FastAPI,
+    *,
+    host: str,
+    port: int,
+    log_level: str,
+    log_config: dict[str, Any] | None = None,
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM, then drain and stop. ``log_config``: a
+    ``logging.config.dictConfig`` for uvicorn's loggers (default: uvicorn's own)."""
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        log_config=log_config if log_config is not None else LOGGING_CONFIG,
         timeout_graceful_shutdown=10,
         ws_max_size=MAX_MESSAGE_BYTES,  # a larger client message is refused as it arrives
         # The app decides whom to believe about forwarding (--trusted-proxies): uvicorn must

@@ -28,14 +28,25 @@ from webchat.auth.authenticators import bearer_token
 from webchat.auth.gate import Gatekeeper
 from webchat.auth.network import request_origin, same_origin
 from webchat.auth.principal import Principal
+from webchat.server.openai_errors import OPENAI_PREFIX, error_body
 
 __all__ = ["SecurityMiddleware", "principal_of"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/metrics", "/login", "/favicon.ico", "/docs", "/openapi.json", "/redoc"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/login",
+        "/favicon.ico",
+        "/docs",
+        "/openapi.json",
+        "/redoc",
+    }
 )
-"""Served to anyone: liveness, counters, the log-in page and the API's own description."""
+"""Served to anyone: liveness, readiness, counters, the log-in page and the API's own
+description."""
 PUBLIC_PREFIXES = ("/static/", "/auth/")
 UI_PATHS = frozenset({"", "/"})
 
@@ -57,6 +68,11 @@ class SecurityMiddleware:
         self.app = app
         self.root = root
 
+    def _openai(self, scope: Scope) -> bool:
+        """Whether the request is to the OpenAI-compatible API (its errors have its shape)."""
+        path: str = scope["path"]
+        return path.startswith(self.root) and path[len(self.root) :].startswith(OPENAI_PREFIX)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
@@ -67,9 +83,12 @@ class SecurityMiddleware:
             return
         conn = HTTPConnection(scope)
         websocket = scope["type"] == "websocket"
+        openai = self._openai(scope)
         host = conn.headers.get("host")
         if not gate.hosts.allows(host):
-            await _refuse(scope, send, 400, f"Host {host!r} is not served here", websocket)
+            await _refuse(
+                scope, send, 400, f"Host {host!r} is not served here", websocket, openai=openai
+            )
             return
         if gate.from_proxy(scope):
             proto = conn.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
@@ -84,7 +103,9 @@ class SecurityMiddleware:
         if token_sent:
             wait = gate.failures.retry_after(gate.client_address(conn))
             if wait is not None:
-                await _refuse(scope, send, 429, "too many failed attempts", websocket, wait)
+                await _refuse(
+                    scope, send, 429, "too many failed attempts", websocket, wait, openai=openai
+                )
                 return
         principal = await gate.identify(conn)
         scope.setdefault("state", {})["principal"] = principal
@@ -97,7 +118,7 @@ class SecurityMiddleware:
         if not websocket and scope["method"] not in SAFE_METHODS:
             problem = self._cross_site_problem(conn, gate, principal, path)
             if problem is not None:
-                await _refuse(scope, send, 403, problem, websocket)
+                await _refuse(scope, send, 403, problem, websocket, openai=openai)
                 return
         await self.app(scope, receive, send)
 
@@ -115,7 +136,9 @@ class SecurityMiddleware:
             )
             await send({"type": "http.response.body", "body": b""})
             return
-        await _refuse(scope, send, 401, "authentication required", websocket)
+        await _refuse(
+            scope, send, 401, "authentication required", websocket, openai=self._openai(scope)
+        )
 
     @staticmethod
     def _cross_site_problem(
@@ -154,11 +177,15 @@ async def _refuse(
     message: str,
     websocket: bool,
     retry_after: float | None = None,
+    *,
+    openai: bool = False,
 ) -> None:
     """An HTTP error in the API's ``{"error": ...}`` shape. A WebSocket handshake is refused
     with the same response where the server supports denial responses (uvicorn does), else
-    with a bare close before anything is accepted (the server answers 403)."""
-    body = json.dumps({"error": message}).encode()
+    with a bare close before anything is accepted (the server answers 403). ``openai``: in
+    OpenAI's error shape instead (``webchat.server.openai_errors``)."""
+    shape = error_body(status, message) if openai else {"error": message}
+    body = json.dumps(shape).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="webchat"'))

@@ -21,6 +21,7 @@ from webchat.events import (
     ToolCallExecutionResultEvent,
     ToolResult,
 )
+from webchat.observability.tools import observe_tool
 from webchat.tools.registry import ToolError, ToolRegistry
 from webchat.turns import Block, Turn
 
@@ -97,15 +98,17 @@ class ToolLoop:
         )
         error: str | None = None
         result: Any = None
-        try:
-            result = await self._invoke(name, args)
-        except ToolError as exc:
-            error = str(exc)
-        except TimeoutError:
-            error = f"tool {name!r} timed out after {self.settings.tool_timeout:g}s"
-        except Exception as exc:  # a crashing tool must not crash the run
-            error = f"tool {name!r} failed: {type(exc).__name__}: {exc}"
-        text = f"error: {error}" if error is not None else _as_text(result)
+        with observe_tool(name, call_id, _as_text(args), registered=name in self.registry) as seen:
+            try:
+                result = await self._invoke(name, args)
+            except ToolError as exc:
+                error = str(exc)
+            except TimeoutError:
+                error = f"tool {name!r} timed out after {self.settings.tool_timeout:g}s"
+            except Exception as exc:  # a crashing tool must not crash the run
+                error = f"tool {name!r} failed: {type(exc).__name__}: {exc}"
+            text = f"error: {error}" if error is not None else _as_text(result)
+            seen.finish(text, error)
         await ctx.publish(
             ToolCallExecutionResultEvent(
                 meta=ctx.meta(extra={"error": error} if error else None),
