@@ -564,3 +564,24 @@ def test_provider_call_events_stay_debug_logs(tr):
         frame = one(tr, parse_event(literal), i + 1)
         assert frame.type == "log" and frame.data["level"] == "debug"
         assert frame.data["event"]["correlation"]["provider_call_id"]
+
+
+def test_deltas_of_an_announced_stream_go_out_short_and_get_their_envelope_back():
+    from webchat.conversation.frames import StreamEnvelopes
+
+    tr = FrameTranslator("conv-1")
+    (start,) = tr.to_frames(StartEvent(meta=meta()), 1)
+    (delta,) = tr.to_frames(PartialEvent(meta=meta(), delta="Hi"), 2)
+    wire = json.loads(delta.json)["event"]
+    # A token is its type, stream id, seq and text: the envelope came with llm.start.
+    assert wire == {"type": "llm.delta", "id": delta.id, "seq": delta.seq, "delta": "Hi"}
+    assert "conv_id" in json.loads(start.json)["event"]
+    envelopes = StreamEnvelopes()
+    envelopes.fill(json.loads(start.json)["event"])
+    assert envelopes.fill(wire) == {
+        k: v for k, v in json.loads(start.json)["event"].items() if k not in ("type", "model")
+    } | {"type": "llm.delta", "seq": delta.seq, "delta": "Hi"}
+    assert Frame.from_json(delta.seq, delta.json, "conv-1").json == delta.json
+    # A translator that never announced the stream (it joined mid-message) sends it whole.
+    (joined,) = FrameTranslator("conv-1").to_frames(PartialEvent(meta=meta(), delta="Hi"), 2)
+    assert json.loads(joined.json)["event"]["conv_id"] == "conv-1"

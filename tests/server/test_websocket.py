@@ -505,3 +505,26 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(tmp_path: Path) 
                     await client.recv()
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle timeout")
+
+
+async def test_publish_to_client_latency_is_measured_for_frames_sent(
+    server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conv_id = new_conv()
+    async with viewer(server.ws_url, conv_id) as client:
+        run = await start_run(http, conv_id, "calc: 6*7")
+        await client.read_run(run["inference_id"])
+    assert len(client.frames) >= 16, "a sample is one frame in 16"
+    text = (await http.get("/metrics")).text
+    (family,) = [
+        f
+        for f in text_string_to_metric_families(text)
+        if f.name == "webchat_delivery_latency_seconds"
+    ]
+    counts = [s.value for s in family.samples if s.name.endswith("_count")]
+    assert counts and counts[0] >= 1
+    # Frames are stamped with their publish millisecond: on loopback they arrive within 5 s.
+    total = next(s.value for s in family.samples if s.name.endswith("_sum"))
+    assert 0 <= total / counts[0] < 5

@@ -13,15 +13,21 @@ from urllib.parse import urlencode
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from webchat.conversation.frames import StreamEnvelopes
+
 TERMINAL = ("run.finished", "run.failed", "run.cancelled")
 WAIT = 15.0
+
+ENVELOPES = StreamEnvelopes()
+"""Shared by every connection of a test run, as a browser tab keeps what it saw across its
+reconnects: short deltas get the envelope of their stream's opening frame."""
 
 
 async def recv_event(ws: ClientConnection) -> dict[str, Any]:
     message = json.loads(await ws.recv())
     assert message.get("sem") is True, message
     event: dict[str, Any] = message["event"]
-    return event
+    return ENVELOPES.fill(event)
 
 
 class Viewer:

@@ -13,6 +13,7 @@ from typing import Any
 from webchat.chat.coordination import Coordination
 from webchat.conversation import Conversation, ConversationManager, Frame
 from webchat.conversation.compaction import compact
+from webchat.conversation.frames import StreamEnvelopes
 from webchat.errors import InvalidRequestError, UnknownConversationError
 from webchat.sessions import UnknownTurnError, branches
 from webchat.storage import Store
@@ -82,7 +83,8 @@ class ConversationReads:
             return []
         rows = await self.store.frames_since(conversation.conv_id, since)
         boundary = conversation.buffer.complete_after
-        return [Frame.from_json(seq, text) for seq, text in rows if seq <= boundary]
+        conv_id = conversation.conv_id
+        return [Frame.from_json(seq, text, conv_id) for seq, text in rows if seq <= boundary]
 
     async def require_stored(self, conv_id: str) -> None:
         """404 for a conversation neither in memory (checked by the caller) nor stored."""
@@ -122,18 +124,18 @@ class ConversationReads:
             await self.require_stored(conv_id)
             keep = await self.branch_ids(conv_id, None, branch) if branch is not None else None
             rows = await self.store.frames_since(conv_id, since)
-            frames = compact([Frame.from_json(seq, text) for seq, text in rows])
+            frames = compact([Frame.from_json(seq, text, conv_id) for seq, text in rows])
             last = rows[-1][0] if rows else await self.store.last_seq(conv_id)
             return {
                 "conv_id": conv_id,
-                "frames": _on_branch([f.event() for f in frames], keep),
+                "frames": _on_branch(_events(frames), keep),
                 "last_seq": max(last, since),
             }
         keep = await self.branch_ids(conv_id, conversation, branch) if branch is not None else None
         backlog = conversation.backlog(since, await self.older_frames(conversation, since))
         return {
             "conv_id": conv_id,
-            "frames": _on_branch([f.event() for f in backlog], keep),
+            "frames": _on_branch(_events(backlog), keep),
             "last_seq": conversation.last_seq,
         }
 
@@ -222,6 +224,13 @@ class ConversationReads:
             "rebuilds_total": self.manager.rebuilds_total(),
             "runs_started_total": runs_started,
         }
+
+
+def _events(frames: list[Frame]) -> list[dict[str, Any]]:
+    """The frames' ``event`` objects, short ones with their stream's envelope again: an HTTP
+    read is not the hot path, and its readers (branch filter, clients) route by the ids."""
+    envelopes = StreamEnvelopes()
+    return [envelopes.fill(frame.event()) for frame in frames]
 
 
 def _on_branch(frames: list[dict[str, Any]], keep: set[str] | None) -> list[dict[str, Any]]:

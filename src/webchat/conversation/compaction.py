@@ -86,6 +86,7 @@ def merge_deltas(frames: Sequence[Frame]) -> Frame:
         session_id=last.session_id,
         inference_id=last.inference_id,
         turn_id=last.turn_id,
+        short=last.short,
     )
 
 

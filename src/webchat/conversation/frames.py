@@ -79,6 +79,10 @@ logger = logging.getLogger(__name__)
 
 FRAMES_PER_EVENT = 4
 
+SHORT_DELTAS = frozenset({"llm.delta", "llm.thinking.delta", "tool.delta"})
+"""Frame types sent short (without the envelope) when they carry a ``delta`` of a stream whose
+opening frame went out before them. A token is then its text, its seq and its stream's id."""
+
 DELETED_FRAME = "conversation.deleted"
 """The last frame of a deleted conversation (its clients are closed after it)."""
 
@@ -132,14 +136,18 @@ class Frame:
     session_id: str | None = None
     inference_id: str | None = None
     turn_id: str | None = None
+    short: bool = False
+    """A delta that leaves out the envelope (conv_id and the three ids): it has the envelope of
+    its stream's opening frame, which every client got before it (see ``StreamEnvelopes``)."""
     json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "json", _ENCODER.encode({"sem": True, "event": self.event()}))
 
     @classmethod
-    def from_json(cls, seq: int, text: str) -> Frame:
-        """A frame back from its wire text (e.g. a persisted timeline row stored under ``seq``).
+    def from_json(cls, seq: int, text: str, conv_id: str = "") -> Frame:
+        """A frame back from its wire text (e.g. a persisted timeline row stored under ``seq``);
+        ``conv_id`` is the conversation's, for a short frame that does not say it.
 
         Raises ``ValueError`` when ``text`` is not a frame or carries a different seq.
         """
@@ -154,10 +162,11 @@ class Frame:
             raise ValueError(f"frame stored under seq {seq} carries seq {event.get('seq')!r}")
         envelope = ("type", "id", "seq", "conv_id", "session_id", "inference_id", "turn_id")
         return cls(
+            short="conv_id" not in event,
             seq=seq,
             type=event["type"],
             data={k: v for k, v in event.items() if k not in envelope},
-            conv_id=str(event.get("conv_id", "")),
+            conv_id=str(event.get("conv_id", conv_id)),
             id=event.get("id"),
             session_id=event.get("session_id"),
             inference_id=event.get("inference_id"),
@@ -170,11 +179,12 @@ class Frame:
         if self.id is not None:
             event["id"] = self.id
         event["seq"] = self.seq
-        event["conv_id"] = self.conv_id
-        for key in ("session_id", "inference_id", "turn_id"):
-            value = getattr(self, key)
-            if value is not None:
-                event[key] = value
+        if not self.short:
+            event["conv_id"] = self.conv_id
+            for key in ("session_id", "inference_id", "turn_id"):
+                value = getattr(self, key)
+                if value is not None:
+                    event[key] = value
         for key, value in self.data.items():
             # The envelope is what clients route on; a field must never overwrite it.
             event.setdefault(key, value)
@@ -300,6 +310,9 @@ class FrameTranslator:
         self.conv_id = conv_id
         self._thinking = _Streams("thinking")
         self._text = _Streams("text")
+        # Ids (messages, tool calls) this translator sent a frame with the full envelope for:
+        # their deltas go out short (clients take the envelope from that frame).
+        self._announced: OrderedDict[str, None] = OrderedDict()
 
     def to_frames(self, event: Event, message_seq: int) -> list[Frame]:
         """The frames of ``event``, stamped with seqs derived from its transport message."""
@@ -308,19 +321,36 @@ class FrameTranslator:
         if slots != sorted(set(slots)) or any(not 0 <= s < FRAMES_PER_EVENT for s in slots):
             raise ValueError(f"event {event.type!r} produced invalid frame slots {slots}")
         meta = event.meta
-        return [
-            Frame(
-                seq=frame_seq(message_seq, spec.slot),
-                type=spec.type,
-                data=spec.data,
-                conv_id=self.conv_id,
-                id=spec.id,
-                session_id=meta.session_id,
-                inference_id=meta.inference_id,
-                turn_id=meta.turn_id,
+        frames = []
+        for spec in specs:
+            short = self._short(spec)
+            frames.append(
+                Frame(
+                    seq=frame_seq(message_seq, spec.slot),
+                    type=spec.type,
+                    data=spec.data,
+                    conv_id=self.conv_id,
+                    id=spec.id,
+                    session_id=meta.session_id,
+                    inference_id=meta.inference_id,
+                    turn_id=meta.turn_id,
+                    short=short,
+                )
             )
-            for spec in specs
-        ]
+        return frames
+
+    def _short(self, spec: FrameSpec) -> bool:
+        """Whether ``spec`` goes out without its envelope: a delta of a stream whose id this
+        translator already sent with the envelope; any other frame with an id announces it."""
+        if spec.id is None:
+            return False
+        if spec.id in self._announced:
+            self._announced.move_to_end(spec.id)
+            return spec.type in SHORT_DELTAS and "delta" in spec.data
+        if len(self._announced) >= _MAX_OPEN_STREAMS:
+            self._announced.popitem(last=False)
+        self._announced[spec.id] = None
+        return False
 
     def translate(self, event: Event) -> list[FrameSpec]:
         """The frame specs of ``event``; events this server does not know become debug logs."""
@@ -491,3 +521,34 @@ def _tool_input(call: ToolCall) -> Any:
         return call.arguments()
     except ValueError:
         return call.input
+
+
+class StreamEnvelopes:
+    """Gives short frames (decoded ``event`` objects) the envelope of their stream again.
+
+    For consumers that route frames by their ids (a run's followers, the timeline's branch
+    filter): every frame with an envelope and an ``id`` is remembered, and a later short frame
+    of that id gets the remembered ``conv_id``, ``session_id``, ``inference_id`` and
+    ``turn_id``. Bounded like the translator's own memory of ids.
+    """
+
+    _KEYS = ("conv_id", "session_id", "inference_id", "turn_id")
+
+    def __init__(self) -> None:
+        self._by_id: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def fill(self, event: dict[str, Any]) -> dict[str, Any]:
+        """``event`` itself, with the envelope of its stream added if it had none."""
+        key = event.get("id")
+        if not isinstance(key, str):
+            return event
+        if "conv_id" in event:
+            if key not in self._by_id:
+                if len(self._by_id) >= _MAX_OPEN_STREAMS:
+                    self._by_id.popitem(last=False)
+                self._by_id[key] = {k: event[k] for k in self._KEYS if k in event}
+            return event
+        envelope = self._by_id.get(key)
+        if envelope is not None:
+            event.update(envelope)
+        return event

@@ -43,13 +43,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator, Iterator, Sequence
 from typing import Any, Protocol
 
 from webchat.conversation.compaction import merge_deltas, mergeable
-from webchat.conversation.frames import Frame
+from webchat.conversation.frames import Frame, message_seq_of
+from webchat.observability.hooks import observe_delivery_latency, observe_send_queue_depth
+from webchat.transport.base import SEQ_EPOCH_MS, SEQ_PER_MS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +61,15 @@ GOING_AWAY_CODE = 1001
 SERVICE_RESTART_CODE = 1012
 """Close code of a server going down for a restart: reconnect (with ``since``) soon."""
 DRAIN_POLL = 0.01
+LATENCY_SAMPLE = 16
+"""One sent frame in this many has its publish->client latency measured: a histogram
+observation per frame per client would cost as much as the send itself."""
+
+
+def published_at(seq: int) -> float:
+    """When (Unix seconds, to the millisecond) the event of frame ``seq`` was published: a
+    transport seq is the millisecond of its publish times 1000, plus a counter."""
+    return (message_seq_of(seq) // SEQ_PER_MS + SEQ_EPOCH_MS) / 1000
 
 
 class Connection(Protocol):
@@ -279,6 +291,7 @@ class ConnectionPool:
                 overflowing.append(client)
             else:
                 client._push(frame)
+                observe_send_queue_depth(client._live)
         for client in overflowing:
             self._drop(client)
         for client, error in failed:
@@ -308,6 +321,8 @@ class ConnectionPool:
         if not isinstance(item, str):
             client.last_seq = item.seq
             self.frames_sent += 1
+            if self.frames_sent % LATENCY_SAMPLE == 0:
+                observe_delivery_latency(time.time() - published_at(item.seq))
 
     def _send_failed(self, client: Client, exc: Exception) -> None:
         logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)

@@ -14,6 +14,28 @@ const SERVICE_RESTART = 1012; // the server is shutting down to restart: come ba
 const SIGNED_OUT = 4401; // the user logged out (here or in another tab) or was removed
 const GONE = 4404; // the conversation was deleted
 
+// Deltas come short (type, id, seq, delta): they have the envelope (conv_id and the session,
+// inference and turn ids) of their stream's opening frame, which always came first. Kept
+// across reconnects, as the opening frame may have come on an earlier socket.
+const ENVELOPE_KEYS = ["conv_id", "session_id", "inference_id", "turn_id"];
+const MAX_STREAMS = 4096;
+const envelopes = new Map();
+
+/** `event` with its stream's envelope if it came without one; remembers those that have one. */
+export function withEnvelope(event) {
+  if (typeof event.id !== "string") return event;
+  if ("conv_id" in event) {
+    if (!envelopes.has(event.id)) {
+      if (envelopes.size >= MAX_STREAMS) envelopes.delete(envelopes.keys().next().value);
+      const envelope = {};
+      for (const key of ENVELOPE_KEYS) if (key in event) envelope[key] = event[key];
+      envelopes.set(event.id, envelope);
+    }
+    return event;
+  }
+  return Object.assign(event, envelopes.get(event.id));
+}
+
 export class Connection {
   /**
    * Hooks: onEvent(frame), onHello(hello), onState(status, detail), onSignedOut(reason)
@@ -87,7 +109,7 @@ export class Connection {
         this.onHello(event);
         this.resolveReady(true);
       } else if (event.type !== "ws.pong") {
-        this.onEvent(event);
+        this.onEvent(withEnvelope(event));
       }
     };
     ws.onclose = (close) => {
