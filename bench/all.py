@@ -3,7 +3,9 @@
     python -m bench.all [--quick] [--before-src <checkout>/src]
 
 Runs fan-out and many-conversations with both transports (memory, then Redis), memory,
-first-token with both transports, and the in-process micro-benchmarks; each writes its JSON
+first-token with both transports, the in-process micro-benchmarks, wire and stored bytes
+with history hydration (``bench.wire``) and the in-process per-token path
+(``bench.pipeline``); each writes its JSON
 into ``bench/results/`` and prints its table. ``--before-src`` is passed to the benchmarks
 that can measure another checkout side by side (fan-out, many conversations).
 """
@@ -24,6 +26,8 @@ COMMANDS: list[tuple[str, list[str], bool]] = [
     ("bench.memory", [], False),
     ("bench.first_token", ["--transport", "both"], False),
     ("bench.micro", [], False),
+    ("bench.wire", [], False),
+    ("bench.pipeline", [], False),
 ]
 
 
