@@ -15,7 +15,12 @@ import redis.exceptions
 from tests.support.redis_server import start_redis_server
 from tests.transport.helpers import WAIT, close, make_events, take
 from webchat.events import FinalEvent, parse_event
-from webchat.transport import RedisStreamsTransport, entry_id_from_seq, seq_from_entry_id
+from webchat.transport import (
+    RedisStreamsTransport,
+    TopicSink,
+    entry_id_from_seq,
+    seq_from_entry_id,
+)
 from webchat.transport.base import SEQ_EPOCH_MS
 
 
@@ -305,3 +310,157 @@ async def test_more_subscriptions_than_redis_py_default_pool(redis_url: str) -> 
             await close(sub)
     finally:
         await close(transport)
+
+
+# -- pipelined publishing -------------------------------------------------------------------
+
+
+async def test_queued_entries_land_in_call_order_across_topics(
+    redis_url: str, plain: aredis.Redis
+) -> None:
+    topics = [f"chat:pipe-{uuid.uuid4().hex}" for _ in range(3)]
+    transport = RedisStreamsTransport(redis_url)
+    try:
+        # Queued without yielding in between: they share batches, yet keep call order.
+        futures = [transport.publish_nowait(topics[i % 3], f"m{i}".encode()) for i in range(3000)]
+        async with asyncio.timeout(WAIT):
+            messages = await asyncio.gather(*futures)
+        for n, topic in enumerate(topics):
+            mine = [m for m in messages if m.topic == topic]
+            assert [m.payload for m in mine] == [f"m{i}".encode() for i in range(n, 3000, 3)]
+            assert [m.seq for m in mine] == sorted({m.seq for m in mine})
+            stored = await plain.xrange(topic)
+            assert [e[0].decode() for e in stored] == [m.id for m in mine]
+            assert [e[1][b"_watermill_message_uuid"].decode() for e in stored] == [
+                m.uuid for m in mine
+            ]
+            assert [seq_from_entry_id(e[0]) for e in stored] == [m.seq for m in mine]
+    finally:
+        await close(transport)
+        await plain.delete(*topics)
+
+
+async def test_an_error_reply_fails_only_its_own_entry(
+    redis_url: str, topic: str, plain: aredis.Redis
+) -> None:
+    broken = f"chat:not-a-stream-{uuid.uuid4().hex}"
+    await plain.set(broken, "a string, not a stream")
+    transport = RedisStreamsTransport(redis_url)
+    try:
+        before = transport.publish_nowait(topic, b"before")
+        bad = transport.publish_nowait(broken, b"lost")
+        after = transport.publish_nowait(topic, b"after")
+        async with asyncio.timeout(WAIT):
+            done = await asyncio.gather(before, bad, after, return_exceptions=True)
+        assert isinstance(done[1], redis.exceptions.ResponseError)
+        assert "WRONGTYPE" in str(done[1])
+        assert [e[1][b"payload"] for e in await plain.xrange(topic)] == [b"before", b"after"]
+    finally:
+        await close(transport)
+        await plain.delete(broken)
+
+
+async def test_close_writes_what_was_accepted(
+    redis_url: str, topic: str, plain: aredis.Redis
+) -> None:
+    transport = RedisStreamsTransport(redis_url)
+    futures = [transport.publish_nowait(topic, f"m{i}".encode()) for i in range(500)]
+    await close(transport)
+    assert all(f.done() and not f.cancelled() and f.exception() is None for f in futures)
+    assert [e[1][b"payload"] for e in await plain.xrange(topic)] == [
+        f"m{i}".encode() for i in range(500)
+    ]
+
+
+async def test_a_sink_streams_deltas_through_an_outage_and_waits_at_the_final(
+    topic: str,
+) -> None:
+    server = start_redis_server()
+    transport = RedisStreamsTransport(server.url, backoff_max=0.2, publish_retry_for=20)
+    try:
+        sink = TopicSink(transport, topic)
+        events = make_events(6)  # start, four deltas, a thinking delta
+        await sink.publish_event(events[0])
+        await asyncio.to_thread(server.stop, kill=True)
+        async with asyncio.timeout(WAIT):
+            for event in events[1:]:
+                await sink.publish_event(event)  # deltas: queued, not waited for
+        last = FinalEvent(text="done")
+        final = asyncio.create_task(sink.publish_event(last))
+        await asyncio.sleep(0)
+        assert not final.done()  # the final waits for everything before it
+        await asyncio.to_thread(server.start)
+        async with asyncio.timeout(WAIT):
+            await final
+        # The restarted server is empty: what it has is what was written after the outage.
+        sub = await transport.subscribe(topic, after_seq=0)
+        got = [parse_event(m.payload) for m in await take(sub, 6)]
+        assert got == [*events[1:], last]
+        await close(sub)
+    finally:
+        await close(transport)
+        await asyncio.to_thread(server.cleanup)
+
+
+async def test_a_sink_raises_a_lost_delta_at_its_next_sync_point(topic: str) -> None:
+    server = start_redis_server()
+    transport = RedisStreamsTransport(server.url, publish_retry_for=0)
+    try:
+        sink = TopicSink(transport, topic)
+        events = make_events(5)
+        await sink.publish_event(events[0])
+        await asyncio.to_thread(server.stop, kill=True)
+        async with asyncio.timeout(WAIT):
+            for event in events[1:]:
+                await sink.publish_event(event)
+            with pytest.raises(redis.exceptions.ConnectionError):
+                await sink.publish_event(FinalEvent(text="never written"))
+    finally:
+        await close(transport)
+        await asyncio.to_thread(server.cleanup)
+
+
+async def test_queued_entries_share_round_trips(redis_url: str, topic: str) -> None:
+    """Counted on the wire: a proxy between the transport and Redis counts the reads it
+    makes from the transport's side; one awaited XADD per entry would need one per entry."""
+    upstream = redis_url.removeprefix("redis://").split("/")[0].split(":")
+    reads = 0
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: bool) -> None:
+        nonlocal reads
+        try:
+            while data := await reader.read(1 << 16):
+                if count:
+                    reads += 1
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(upstream[0], int(upstream[1]))
+        for task in (
+            asyncio.create_task(pipe(client_r, server_w, True)),
+            asyncio.create_task(pipe(server_r, client_w, False)),
+        ):
+            pipes.add(task)
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    transport = RedisStreamsTransport(f"redis://127.0.0.1:{port}/0")
+    try:
+        await transport.publish(topic, b"warm-up")  # the connection's handshake
+        reads = 0
+        futures = [transport.publish_nowait(topic, f"m{i}".encode()) for i in range(1000)]
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*futures)
+        assert reads < 100, f"{reads} reads for 1000 entries"
+    finally:
+        await close(transport)
+        proxy.close()
+        for task in pipes:
+            task.cancel()
+        await asyncio.gather(*pipes, return_exceptions=True)
+        await proxy.wait_closed()

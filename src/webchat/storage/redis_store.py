@@ -40,6 +40,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aredis
@@ -180,13 +181,35 @@ return 0
 """
 
 
+# Frames are written only if absent (another process may have written the same seq).
+# KEYS: frames hash, seq index; ARGV: seq, frame JSON, seq, frame JSON, ...
+_APPEND_FRAMES = """
+local members = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1])
+  members[#members + 1] = ARGV[i]
+  members[#members + 1] = ARGV[i]
+end
+redis.call('ZADD', KEYS[2], 'NX', unpack(members))
+return 0
+"""
+_FRAMES_PER_CALL = 1000
+"""Frames per script call: Lua's ``unpack`` has a bounded stack (~8,000 values)."""
+
+
+@dataclass(slots=True)
+class _Frames:
+    conv_id: str
+    rows: list[tuple[bytes, str]]
+
+
 class RedisStore:
     def __init__(self, url: str, *, prefix: str = "webchat:", batch_size: int = 500) -> None:
         self.url = url
         self.prefix = prefix
         self.batch_size = batch_size
         self._redis: aredis.Redis | None = None
-        self._ops: deque[Op] = deque()
+        self._ops: deque[Op | _Frames] = deque()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -224,7 +247,7 @@ class RedisStore:
 
     # -- writes (queue only) ---------------------------------------------------------------
 
-    def _queue(self, op: Op) -> None:
+    def _queue(self, op: Op | _Frames) -> None:
         if self._closed:
             self._errors += 1
             return
@@ -251,13 +274,18 @@ class RedisStore:
     def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
         if not frames:
             return
-        rows = [(f.seq, f.json) for f in frames]
+        # Data, not a pipeline callback: the writer merges a batch's frames per conversation.
+        self._queue(_Frames(conv_id, [(str(f.seq).encode(), f.json) for f in frames]))
+
+    def delete_frames(self, conv_id: str, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        members = [str(seq) for seq in seqs]
         frames_key, seqs_key = self._key("frames:", conv_id), self._key("fseq:", conv_id)
 
         def op(pipe: Any) -> None:
-            for seq, text in rows:
-                pipe.hsetnx(frames_key, str(seq), text)
-            pipe.zadd(seqs_key, {str(seq): seq for seq, _ in rows}, nx=True)
+            pipe.hdel(frames_key, *members)
+            pipe.zrem(seqs_key, *members)
 
         self._queue(op)
 
@@ -300,8 +328,16 @@ class RedisStore:
             batch = [self._ops[i] for i in range(min(self.batch_size, len(self._ops)))]
             try:
                 pipe = self.redis.pipeline(transaction=False)
+                # A run of frame appends (of any conversations) is merged, and written before
+                # the next other write, which may depend on them (a delete of some of them).
+                frames: dict[str, list[tuple[bytes, str]]] = {}
                 for op in batch:
+                    if isinstance(op, _Frames):
+                        frames.setdefault(op.conv_id, []).extend(op.rows)
+                        continue
+                    self._add_frames(pipe, frames)
                     op(pipe)
+                self._add_frames(pipe, frames)
                 await pipe.execute()
             except _TRANSIENT as exc:
                 log.warning("redis store unreachable (%s); retrying in %.1fs", exc, backoff)
@@ -316,6 +352,16 @@ class RedisStore:
                 backoff = 0.1
             for _ in batch:
                 self._ops.popleft()
+
+    def _add_frames(self, pipe: Any, frames: dict[str, list[tuple[bytes, str]]]) -> None:
+        """One script call per conversation and chunk, not two commands per frame; empties
+        ``frames``."""
+        for conv_id, rows in frames.items():
+            keys = (self._key("frames:", conv_id), self._key("fseq:", conv_id))
+            for start in range(0, len(rows), _FRAMES_PER_CALL):
+                args = [item for row in rows[start : start + _FRAMES_PER_CALL] for item in row]
+                pipe.eval(_APPEND_FRAMES, 2, *keys, *args)
+        frames.clear()
 
     # -- reads -----------------------------------------------------------------------------
 

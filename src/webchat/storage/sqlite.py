@@ -2,8 +2,11 @@
 
 Writes are queued in memory by plain function calls and applied by a writer task the store
 owns, a batch at a time, each batch one transaction run in a worker thread. So a streaming
-run pays for an append to a deque, never for a disk sync, and a burst of frames costs one
-commit per batch rather than one per frame. The price is that the queue is unbounded: a
+run pays for an append to a deque, never for a disk sync. The writer lets writes pile up for
+up to ``batch_interval`` (a tick, 20 ms) before it takes a batch, so a stream of frames costs
+one commit per tick rather than one per frame (taken at once, each token was its own
+transaction and its own trip to a worker thread); a flush, which every read does first, ends
+the wait, so reads still see the caller's writes. The price is that the queue is unbounded: a
 stalled disk costs memory, not latency.
 
 A bad write must not take good ones down with it, nor stop later writes: when a batch fails
@@ -32,6 +35,7 @@ its id and may use it at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -214,6 +218,7 @@ _INSERT_FRAME = """
 INSERT INTO frames (conv_id, seq, type, json) VALUES (?, ?, ?, ?)
 ON CONFLICT (conv_id, seq) DO NOTHING
 """
+_DELETE_FRAME = "DELETE FROM frames WHERE conv_id = ? AND seq = ?"
 
 _UPSERT_TURN = """
 INSERT INTO turns (conv_id, idx, turn_id, body) VALUES (?, ?, ?, ?)
@@ -297,15 +302,22 @@ class SchemaVersionError(RuntimeError):
 class SQLiteStore:
     """Conversations, turns and frames in one SQLite database (a file, or ``":memory:"``)."""
 
-    def __init__(self, path: str | Path, *, batch_size: int = 500) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_size: int = 500, batch_interval: float = 0.02
+    ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if batch_interval < 0:
+            raise ValueError("batch_interval must be >= 0")
         self._path = str(path)
         self._batch_size = batch_size
+        self._batch_interval = batch_interval
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._pending: deque[_Write] = deque()
         self._wakeup = asyncio.Event()
+        # Ends the writer's wait for more writes: a flush, a close or a full batch.
+        self._urgent = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         # Writes are accepted until the writer has drained the queue for good, so a stream
@@ -358,6 +370,7 @@ class SQLiteStore:
     async def _close(self) -> None:
         self._stopping = True
         self._wakeup.set()
+        self._urgent.set()
         writer = self._writer
         if writer is not None:
             # wait() rather than await: the writer's own failure must not abort the close.
@@ -403,6 +416,10 @@ class SQLiteStore:
         for frame in frames:
             self._enqueue("frame", (conv_id, frame.seq, frame.type, frame.json))
 
+    def delete_frames(self, conv_id: str, seqs: Sequence[int]) -> None:
+        for seq in seqs:
+            self._enqueue("frame_delete", (conv_id, seq))
+
     def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:
         # Serialised now, not when written: turns are mutable, and the caller means the turn
         # as it is at this call.
@@ -439,6 +456,8 @@ class SQLiteStore:
         self._pending.append((kind, params))
         self._enqueued += 1
         self._wakeup.set()
+        if len(self._pending) >= self._batch_size:
+            self._urgent.set()
 
     async def flush(self) -> None:
         """Return once every write queued before this call has been applied (or failed)."""
@@ -449,6 +468,7 @@ class SQLiteStore:
             raise RuntimeError("store is not open")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((target, future))
+        self._urgent.set()
         await future
 
     # -- reads ---------------------------------------------------------------------------
@@ -747,6 +767,7 @@ class SQLiteStore:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._gather_batch()
             count = min(self._batch_size, len(self._pending))
             batch = [self._pending.popleft() for _ in range(count)]
             try:
@@ -759,6 +780,19 @@ class SQLiteStore:
             self._write_errors += failed
             self._done += len(batch)
             self._release_waiters()
+
+    async def _gather_batch(self) -> None:
+        """Let a tick's writes pile up, so a stream of frames costs one transaction per
+        ``batch_interval``, not one per frame; nobody waits: a flush (every read does one),
+        a close or a full batch ends the wait at once."""
+        if self._batch_interval <= 0:
+            return
+        self._urgent.clear()
+        if self._waiters or self._stopping or len(self._pending) >= self._batch_size:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._batch_interval):
+                await self._urgent.wait()
 
     def _release_waiters(self) -> None:
         still_waiting = []
@@ -786,6 +820,7 @@ class SQLiteStore:
 _SQL: Final = {
     "conversation": _UPSERT_CONVERSATION,
     "frame": _INSERT_FRAME,
+    "frame_delete": _DELETE_FRAME,
     "turn": _UPSERT_TURN,
     "turn_text": _UPSERT_TURN_TEXT,
     "rename": _RENAME,

@@ -6,6 +6,13 @@ producers and consumers share one Redis with us: ``_watermill_message_uuid`` (a 
 ``metadata`` (a msgpack map of strings, empty here) and ``payload`` (the event JSON). Reading
 needs only ``payload``; the uuid, when present, lets readers drop a message written twice.
 
+Publishing is pipelined (``_redis_publisher``): ``publish`` queues the entry and resolves when
+the batch it rode in lands, so entries published while a batch is in flight share the next
+round trip; ``publish_nowait`` returns that future without waiting (``TopicSink`` streams deltas
+that way). Each subscription holds one connection and speaks ``XREAD`` on it directly, with
+``COUNT`` large enough to take a whole burst in one reply; ``BLOCK`` returns as soon as an entry
+arrives, so it bounds idle polling, not latency.
+
 Fan-out is done with plain cursor reads (``XREAD BLOCK`` from the subscription's own last id),
 never consumer groups: a group would split the events between processes.
 
@@ -21,15 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 import redis.asyncio as aredis
-import redis.exceptions
-from redis.typing import EncodableT, FieldT
+from redis.asyncio.connection import AbstractConnection as Connection
 
+from webchat.transport._redis_publisher import RETRYABLE as _RETRYABLE
+from webchat.transport._redis_publisher import Publisher
 from webchat.transport._subscription import QueuedSubscription
 from webchat.transport.base import (
     SEQ_EPOCH_MS,
@@ -37,7 +44,13 @@ from webchat.transport.base import (
     TransportClosedError,
     TransportMessage,
 )
-from webchat.transport.redis_client import streaming_client
+from webchat.transport.redis_client import (
+    as_text,
+    drop_connection,
+    hold_connection,
+    pack_command,
+    streaming_client,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +58,6 @@ PAYLOAD_FIELD = b"payload"
 UUID_FIELD = b"_watermill_message_uuid"
 METADATA_FIELD = b"metadata"
 EMPTY_METADATA: bytes = msgpack.packb({})
-
-# Transient failures worth waiting out; anything else (e.g. WRONGTYPE) ends the subscription.
-_RETRYABLE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    TimeoutError,
-    OSError,
-)
 
 
 def seq_from_entry_id(entry_id: str | bytes) -> int:
@@ -82,18 +87,18 @@ def entry_id_from_seq(seq: int) -> str:
     return f"{ms + SEQ_EPOCH_MS}-{n}"
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _entries(response: Any) -> Iterator[tuple[bytes | str, dict[Any, Any]]]:
-    # RESP2 replies ``[[stream, [(id, fields), ...]]]``; RESP3 a ``{stream: [...]}`` mapping.
+    # Raw XREAD replies: RESP2 ``[[stream, [[id, [field, value, ...]], ...]]]``; RESP3 a
+    # ``{stream: [...]}`` mapping. Fields come as a flat list (a mapping after redis-py's
+    # callbacks), turned into a dict here, once per entry.
     if not response:
         return
     streams = response.values() if isinstance(response, dict) else (s[1] for s in response)
     for entries in streams:
         for entry in entries:
             entry_id, fields = entry[0], entry[1]
+            if isinstance(fields, list):
+                fields = dict(zip(fields[::2], fields[1::2], strict=True))
             yield entry_id, fields or {}
 
 
@@ -118,39 +123,52 @@ class _RedisSubscription(QueuedSubscription):
         owner = self._owner
         delay = owner.backoff_initial
         failures = 0
-        while True:
-            try:
-                async with asyncio.timeout(owner.block_ms / 1000 + owner.command_timeout):
-                    response = await owner.client.xread(
-                        {self.topic: self._last_id}, count=owner.read_count, block=owner.block_ms
+        topic = self.topic.encode()
+        connection: Connection | None = None
+        try:
+            while True:
+                try:
+                    if connection is None:
+                        connection = await hold_connection(owner.client)
+                    async with asyncio.timeout(owner.block_ms / 1000 + owner.command_timeout):
+                        await connection.send_packed_command(
+                            pack_command(*owner._xread_head, topic, self._last_id.encode()),
+                            check_health=False,
+                        )
+                        response = await connection.read_response()
+                except _RETRYABLE as exc:
+                    if connection is not None:
+                        await drop_connection(owner.client, connection)
+                        connection = None
+                    failures += 1
+                    logger.warning(
+                        "reading %s failed (%s: %s); retry %d in %.1fs from %s",
+                        self.topic,
+                        type(exc).__name__,
+                        exc,
+                        failures,
+                        delay,
+                        self._last_id,
                     )
-            except _RETRYABLE as exc:
-                failures += 1
-                logger.warning(
-                    "reading %s failed (%s: %s); retry %d in %.1fs from %s",
-                    self.topic,
-                    type(exc).__name__,
-                    exc,
-                    failures,
-                    delay,
-                    self._last_id,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, owner.backoff_max)
-                continue
-            except Exception as exc:
-                logger.error("reading %s failed permanently: %r", self.topic, exc)
-                await self._queue.put(exc)
-                return
-            if failures:
-                logger.info("reading %s resumed after %d failures", self.topic, failures)
-                failures, delay = 0, owner.backoff_initial
-            for raw_id, fields in _entries(response):
-                entry_id = _text(raw_id)
-                self._last_id = entry_id
-                message = self._message(entry_id, fields)
-                if message is not None:
-                    await self._queue.put(message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, owner.backoff_max)
+                    continue
+                except Exception as exc:
+                    logger.error("reading %s failed permanently: %r", self.topic, exc)
+                    await self._queue.put(exc)
+                    return
+                if failures:
+                    logger.info("reading %s resumed after %d failures", self.topic, failures)
+                    failures, delay = 0, owner.backoff_initial
+                for raw_id, fields in _entries(response):
+                    entry_id = as_text(raw_id)
+                    self._last_id = entry_id
+                    message = self._message(entry_id, fields)
+                    if message is not None:
+                        await self._queue.put(message)
+        finally:
+            if connection is not None:
+                await drop_connection(owner.client, connection)
 
     def _message(self, entry_id: str, fields: dict[Any, Any]) -> TransportMessage | None:
         # ``str`` keys and values appear only if the URL asked for ``decode_responses``.
@@ -169,7 +187,7 @@ class _RedisSubscription(QueuedSubscription):
             return None
         message_uuid = fields.get(UUID_FIELD, fields.get(UUID_FIELD.decode(), b""))
         return TransportMessage(
-            topic=self.topic, id=entry_id, seq=seq, payload=payload, uuid=_text(message_uuid)
+            topic=self.topic, id=entry_id, seq=seq, payload=payload, uuid=as_text(message_uuid)
         )
 
     async def _stop(self) -> None:
@@ -190,10 +208,11 @@ class _RedisSubscription(QueuedSubscription):
 class RedisStreamsTransport:
     """Streams on a real Redis server, one ``redis.asyncio`` client and pool per transport.
 
-    Every subscription holds one pooled connection while blocked in ``XREAD``. Client-level
-    retries are off: a publish fails fast to its caller (a publish that timed out may still
-    have been written), and subscriptions run their own backoff (``backoff_initial`` doubling
-    up to ``backoff_max``) that resumes from their cursor.
+    Every subscription holds one pooled connection for its ``XREAD`` loop, and the publisher
+    one for its pipelined ``XADD`` batches. A publish that Redis did not answer is retried
+    (with the same uuid: one that was written after all is dropped by readers) for up to
+    ``publish_retry_for`` seconds; subscriptions run their own backoff (``backoff_initial``
+    doubling up to ``backoff_max``) that resumes from their cursor.
     """
 
     def __init__(
@@ -202,7 +221,7 @@ class RedisStreamsTransport:
         *,
         maxlen: int | None = 10_000,
         block_ms: int = 1000,
-        read_count: int = 100,
+        read_count: int = 1000,
         buffer_size: int = 1000,
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
@@ -228,6 +247,19 @@ class RedisStreamsTransport:
         self.client: aredis.Redis = streaming_client(
             url, max_connections=max_connections, socket_connect_timeout=command_timeout
         )
+        self._xread_head: tuple[bytes, ...] = (b"XREAD", b"COUNT", b"%d" % read_count)
+        self._xread_head += (b"BLOCK", b"%d" % block_ms, b"STREAMS")
+        self._publisher = Publisher(
+            self.client,
+            fields=(UUID_FIELD, METADATA_FIELD, PAYLOAD_FIELD),
+            metadata=EMPTY_METADATA,
+            maxlen=maxlen,
+            seq_of=seq_from_entry_id,
+            command_timeout=command_timeout,
+            retry_for=publish_retry_for,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+        )
         self._subscriptions: set[_RedisSubscription] = set()
         self._closed = False
 
@@ -239,38 +271,18 @@ class RedisStreamsTransport:
         self._subscriptions.discard(subscription)
 
     async def publish(self, topic: str, payload: bytes) -> TransportMessage:
+        """The message once Redis has it; it rides in the next pipelined batch."""
+        return await self.publish_nowait(topic, payload)
+
+    def publish_nowait(self, topic: str, payload: bytes) -> asyncio.Future[TransportMessage]:
+        """Queue one entry behind every earlier one, without waiting for Redis.
+
+        The future resolves to the message (its ``seq`` from the entry id) when its batch
+        lands, or fails once the entry is given up (``publish_retry_for``). Waiting for it is
+        optional: entries are written in call order either way.
+        """
         self._check_open()
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.publish_retry_for
-        delay = self.backoff_initial
-        # One uuid for every attempt: an attempt whose reply was lost may have been written.
-        message_uuid = str(uuid.uuid4())
-        fields: dict[FieldT, EncodableT] = {
-            UUID_FIELD: message_uuid.encode(),
-            METADATA_FIELD: EMPTY_METADATA,
-            PAYLOAD_FIELD: payload,
-        }
-        while True:
-            try:
-                async with asyncio.timeout(self.command_timeout):
-                    raw_id = await self.client.xadd(
-                        topic, fields, maxlen=self.maxlen, approximate=True
-                    )
-                break
-            except _RETRYABLE as exc:
-                if loop.time() + delay > give_up:
-                    raise
-                logger.warning("publish to %s failed (%s); retrying in %.1fs", topic, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max)
-        entry_id = _text(raw_id)
-        return TransportMessage(
-            topic=topic,
-            id=entry_id,
-            seq=seq_from_entry_id(entry_id),
-            payload=payload,
-            uuid=message_uuid,
-        )
+        return self._publisher.enqueue(topic, payload)
 
     async def subscribe(self, topic: str, *, after_seq: int | None = None) -> QueuedSubscription:
         self._check_open()
@@ -297,12 +309,14 @@ class RedisStreamsTransport:
         async with asyncio.timeout(self.command_timeout):
             newest = await self.client.xrevrange(topic, count=1)
         newest_id = newest[0][0] if newest else None
-        return "0-0" if newest_id is None else _text(newest_id)
+        return "0-0" if newest_id is None else as_text(newest_id)
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        # Entries already accepted are written if Redis answers within one command timeout.
+        await self._publisher.close(drain_for=self.command_timeout)
         for subscription in list(self._subscriptions):
             await subscription.close()
         await self.client.aclose()
