@@ -121,3 +121,28 @@ def test_merging_keeps_the_last_envelope_and_other_fields():
     second = frame(9, "tool.delta", "t", status="pending", delta="}")
     merged = merge_deltas([first, second])
     assert merged.event() == {**second.event(), "delta": "{}"}
+
+
+def test_stored_deltas_of_a_stream_are_released_by_its_end_only():
+    from webchat.conversation.compaction import StoredDeltas
+
+    stored = StoredDeltas()
+    assert (
+        stored.superseded([frame(1, "llm.start", "m"), frame(2, "llm.delta", "m", delta="a")]) == []
+    )
+    assert stored.superseded([frame(3, "llm.thinking.delta", "m", delta="h")]) == []
+    assert stored.superseded([frame(4, "llm.delta", "m", delta="b")]) == []
+    # An end that does not know the text releases nothing: the deltas are the only record.
+    assert stored.superseded([frame(5, "llm.final", "m", text=None)]) == []
+    assert stored.superseded([frame(6, "llm.thinking.final", "m", text="h")]) == [3]
+    assert stored.superseded([frame(7, "llm.delta", "m", delta="c")]) == []
+    assert stored.superseded([frame(8, "llm.final", "m", text="abc")]) == [2, 4, 7]
+    assert stored.superseded([frame(9, "llm.final", "m", text="abc")]) == []
+    # Argument deltas end with the tool call's whole input; status deltas are never stored
+    # as deltas to release.
+    batch = [
+        frame(10, "tool.delta", "t", status="pending", delta="{"),
+        frame(11, "tool.delta", "t", status="running"),
+        frame(12, "tool.start", "t", name="calc", input={"a": 1}),
+    ]
+    assert stored.superseded(batch) == [10]

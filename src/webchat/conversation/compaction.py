@@ -120,3 +120,40 @@ def compact(frames: Sequence[Frame]) -> list[Frame]:
     if run:
         merged.append(merge_deltas(run))
     return merged
+
+
+MAX_OPEN_STREAMS = 1024
+"""Streams a ``StoredDeltas`` tracks at once; a producer that dies mid-message never sends the
+end that would release its entry (its deltas then simply stay stored)."""
+
+
+class StoredDeltas:
+    """The seqs of stored deltas of each stream still open, so that when its end is stored
+    they can be removed: the end carries their whole text, and a history read from storage
+    then costs a frame per message, not per token (a crash mid-message keeps every delta).
+    """
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        # Made at the first delta: an idle conversation holds no dict for it.
+        self._open: dict[tuple[str, str | None], list[int]] | None = None
+
+    def superseded(self, frames: Sequence[Frame]) -> list[int]:
+        """Note the deltas among ``frames``; return the seqs of stored deltas their ends made
+        redundant (the ends themselves are among ``frames``)."""
+        done: list[int] = []
+        for frame in frames:
+            if is_delta(frame):
+                if self._open is None:
+                    self._open = {}
+                key = (frame.type, frame.id)
+                seqs = self._open.get(key)
+                if seqs is None:
+                    if len(self._open) >= MAX_OPEN_STREAMS:
+                        del self._open[next(iter(self._open))]
+                    seqs = self._open[key] = []
+                seqs.append(frame.seq)
+            elif self._open and (delta_type := _superseded_deltas(frame)) is not None:
+                done += self._open.pop((delta_type, frame.id), ())
+        return done

@@ -17,7 +17,7 @@ from typing import Any
 
 from webchat.conversation.buffer import FrameBuffer
 from webchat.conversation.builder import ComposedEngine
-from webchat.conversation.compaction import compact
+from webchat.conversation.compaction import StoredDeltas, compact
 from webchat.conversation.config import EngineConfig
 from webchat.conversation.frames import Frame
 from webchat.conversation.pool import Client, Connection, ConnectionPool
@@ -133,6 +133,8 @@ class Conversation:
         self._dispatched = asyncio.Event()
         self.last_activity = time.monotonic()
         self.buffer = FrameBuffer(buffer_frames, after_seq=start_seq)
+        self.stored_deltas = StoredDeltas()
+        """Deltas stored of streams still open: their end removes them from storage."""
         self.pool = ConnectionPool(on_idle=self.touch)
         self.session = Session(
             lifecycle_runner(engine, self.touch),

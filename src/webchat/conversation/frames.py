@@ -33,6 +33,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from webchat.events import (
     AgentModeSwitchEvent,
     CanonicalRunFailedEvent,
@@ -86,8 +88,24 @@ opening frame went out before them. A token is then its text, its seq and its st
 DELETED_FRAME = "conversation.deleted"
 """The last frame of a deleted conversation (its clients are closed after it)."""
 
-# One encoder for every frame: ``json.dumps`` with options builds a new encoder per call.
+# The fallback for what orjson refuses (an integer beyond 64 bits): one encoder for every
+# call, because ``json.dumps`` with options builds a new encoder each time.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def encode_json(value: Any) -> str:
+    """Compact JSON text of ``value``, as every frame is sent and stored.
+
+    orjson, because a frame is encoded once per event on the hot path and orjson does it
+    ~7x faster than the standard library (``bench.micro``'s ``frame``); anything that is not
+    JSON becomes its ``str``, as before.
+    """
+    try:
+        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _ENCODER.encode(value)
+
 
 # Streams (a message's text or thinking, a tool call's arguments) remembered at once; a
 # producer that dies mid-message never sends the end that would release its entry, so each
@@ -142,7 +160,7 @@ class Frame:
     json: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "json", _ENCODER.encode({"sem": True, "event": self.event()}))
+        object.__setattr__(self, "json", encode_json({"sem": True, "event": self.event()}))
 
     @classmethod
     def from_json(cls, seq: int, text: str, conv_id: str = "") -> Frame:

@@ -207,6 +207,11 @@ class ConversationManager:
             task.add_done_callback(self._forgetting.discard)
         if self.store is not None and frames:
             self.store.append_frames(conv_id, frames)
+            conversation = self._conversations.get(conv_id)
+            if conversation is not None:
+                superseded = conversation.stored_deltas.superseded(frames)
+                if superseded:
+                    self.store.delete_frames(conv_id, superseded)
 
     async def forget(self, conv_id: str) -> bool:
         """Drop a deleted conversation: its clients get what is queued for them (up to

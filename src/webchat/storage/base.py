@@ -110,6 +110,11 @@ class Store(Protocol):
 
     def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None: ...
 
+    def delete_frames(self, conv_id: str, seqs: Sequence[int]) -> None:
+        """Forget stored frames (queued after the appends before it, like them): the deltas
+        of a stream whose end, already appended, carries their whole text."""
+        ...
+
     def save_turn(self, conv_id: str, index: int, turn: Turn) -> None: ...
 
     async def flush(self) -> None: ...
@@ -232,6 +237,9 @@ class NullStore:
         pass
 
     def append_frames(self, conv_id: str, frames: Sequence[Frame]) -> None:
+        pass
+
+    def delete_frames(self, conv_id: str, seqs: Sequence[int]) -> None:
         pass
 
     def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:

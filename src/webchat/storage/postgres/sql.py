@@ -35,6 +35,8 @@ INSERT INTO frames (conv_id, seq, type, json) VALUES ($1, $2, $3, $4)
 ON CONFLICT (conv_id, seq) DO NOTHING
 """
 
+DELETE_FRAMES: Final = "DELETE FROM frames WHERE conv_id = $1 AND seq = ANY($2::bigint[])"
+
 UPSERT_TURN: Final = """
 INSERT INTO turns (conv_id, idx, turn_id, body) VALUES ($1, $2, $3, $4)
 ON CONFLICT (conv_id, idx) DO UPDATE SET turn_id = excluded.turn_id, body = excluded.body
@@ -63,6 +65,7 @@ DELETE_FEEDBACK: Final = "DELETE FROM feedback WHERE conv_id = $1 AND turn_id = 
 WRITES: Final = {
     "conversation": UPSERT_CONVERSATION,
     "frame": INSERT_FRAME,
+    "frames_delete": DELETE_FRAMES,
     "turn": UPSERT_TURN,
     "turn_words": UPSERT_TURN_WORDS,
     "rename": RENAME,

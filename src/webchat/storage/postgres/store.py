@@ -217,6 +217,10 @@ class PostgresStore:
         for frame in frames:
             self._enqueue("frame", (conv_id, frame.seq, frame.type, frame.json))
 
+    def delete_frames(self, conv_id: str, seqs: Sequence[int]) -> None:
+        if seqs:
+            self._enqueue("frames_delete", (conv_id, list(seqs)))
+
     def save_turn(self, conv_id: str, index: int, turn: Turn) -> None:
         # Serialised now: turns are mutable, and the caller means the turn as it is now.
         self._enqueue("turn", (conv_id, index, turn.id, turn.model_dump_json()))
