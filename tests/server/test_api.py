@@ -490,3 +490,19 @@ async def test_a_finished_run_says_how_long_it_took(client: AppClient) -> None:
     finished = [f for f in frames if f["type"] == "run.finished"]
     assert len(finished) == 1
     assert isinstance(finished[0]["duration_ms"], int) and finished[0]["duration_ms"] >= 0
+
+
+async def test_a_finished_answer_is_stored_as_its_final_not_its_deltas(client: AppClient):
+    response = await client.post("/chat", json={"prompt": "calc: 6*7", "conv_id": "stored"})
+    assert response.status_code == 200, response.text
+    await client.run_to_end("stored")
+    store = client.service.store
+    await store.flush()
+    stored = [json.loads(text)["event"] for _, text in await store.frames_since("stored", 0)]
+    types = [f["type"] for f in stored]
+    assert "llm.delta" not in types, "the deltas of a finished stream are deleted"
+    assert types.count("llm.final") == 2
+    assert [f["text"] for f in stored if f["type"] == "llm.final"] == [
+        "Let me calculate that.",
+        "The result of 6*7 is 42.",
+    ]

@@ -336,3 +336,20 @@ async def test_conversations_stored_before_search_are_found_after_the_upgrade(
         assert await found(store, "penguins") == []
     finally:
         await store.close()
+
+
+async def test_deleted_frames_are_gone_and_the_others_kept(open_store: OpenStore) -> None:
+    """What a finished stream leaves: its end, not its deltas (``StoredDeltas``)."""
+    store = await open_store()
+    store.save_conversation(make_record("conv-1"))
+    store.append_frames("conv-1", make_frames("conv-1", range(1, 11)))
+    store.append_frames("conv-2", make_frames("conv-2", range(1, 4)))
+    store.delete_frames("conv-1", [2, 3, 4, 9])
+    store.delete_frames("conv-1", [])
+    await store.flush()
+    assert [seq for seq, _ in await store.frames_since("conv-1", 0)] == [1, 5, 6, 7, 8, 10]
+    assert [seq for seq, _ in await store.frames_since("conv-2", 0)] == [1, 2, 3]
+    assert await store.last_seq("conv-1") == 10
+    # Another process opening the same data sees the same.
+    other = await open_store()
+    assert [seq for seq, _ in await other.frames_since("conv-1", 4)] == [5, 6, 7, 8, 10]
