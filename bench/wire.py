@@ -5,7 +5,8 @@
   browser does) by a counting proxy between client and server. Baseline: the bare Starlette
   server of ``bench.baseline_server`` sending each delta of the same answer as a small JSON
   frame (``{"event":{"type":"llm.delta","seq":…,"delta":…}}``) over the same proxy.
-- **stored bytes per answer**: the frames SQLite keeps for one answer (sum of their JSON),
+- **stored bytes per answer**: the frames SQLite keeps for one answer once the server stopped
+  (a stream's deltas are deleted some time after its end is stored; sum of their JSON),
   against the answer's own text.
 - **hydration**: a 200-turn conversation, joined with ``since=0`` (what a reload does) until
   its last frame arrived, in ms; baseline: the bare server sending the frames the webchat
@@ -207,12 +208,8 @@ async def run(args: Any) -> dict[str, Any]:
                 }
                 row["ratio"] = row["webchat_bytes_per_token"] / row["baseline_bytes_per_token"]
                 results["wire"].append(row)
-                await asyncio.sleep(0.5)  # the store's writer catches up
-                count, stored = stored_frame_bytes(db, f"w-{profile}-0")
                 text = sum(len(json.loads(t)["event"]["delta"].encode()) for t in small)
-                results["stored"].append(
-                    {"tokens": tokens, "frames": count, "bytes": stored, "text_bytes": text}
-                )
+                results["stored"].append({"tokens": tokens, "text_bytes": text})
             conv_id = "history"
             for _ in range(turns):
                 from websockets.asyncio.client import connect
@@ -238,8 +235,10 @@ async def run(args: Any) -> dict[str, Any]:
                 "ratio": common.median(ours_ms) / common.median(base_ms),
             }
         finally:
-            server.stop()
+            server.stop()  # a clean stop deletes the stored deltas of finished streams
             baseline.stop()
+        for row in results["stored"]:
+            row["frames"], row["bytes"] = stored_frame_bytes(db, f"w-t{row['tokens']}-0")
     return results
 
 

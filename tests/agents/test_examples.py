@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.agents.conftest import AppFactory, final_texts, of_type, run_prompt
+from tests.support.client_view import assert_same_transcript
 from tests.support.fake_openai import Scenario, text_events
 from tests.support.fake_openai import make_app as fake_openai_app
 from tests.support.http_server import serve_app
@@ -26,9 +27,18 @@ async def test_the_generator_example_streams_from_an_openai_compatible_server(
     async with serve_app(fake_openai_app(scenario)) as url:
         monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
         async with make_app(PROFILES) as client:
-            _, frames = await run_prompt(client, "example-gen", "hello")
+            inference_id, frames = await run_prompt(client, "example-gen", "hello")
+            # The timeline is compacted (the final stands for the deltas): what streamed is
+            # what the conversation dispatched to its clients, frame by frame.
+            dispatched = [
+                frame.event()
+                for frame in client.service.manager.get("example-gen").buffer
+                if frame.inference_id == inference_id
+            ]
     assert frames[-1]["type"] == "run.finished"
-    assert [f["delta"] for f in of_type(frames, "llm.delta")] == ["Hi", " there", "!"]
+    assert [f["delta"] for f in of_type(dispatched, "llm.delta")] == ["Hi", " there", "!"]
+    assert of_type(frames, "llm.delta") == []
+    assert_same_transcript(frames, dispatched)
     (final,) = of_type(frames, "llm.final")
     assert final["text"] == "Hi there!" == "".join(final_texts(frames))
     assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (12, 3)

@@ -1,5 +1,6 @@
-"""Exactly once, on any process: what a client receives is the stored timeline, frame for
-frame and seq for seq (the stress of ``python -m bench.consistency``, on fewer trials)."""
+"""Exactly once, on any process: what a client receives shows the stored timeline, every
+frame but deltas as stored and under its seq, deltas adding up to the text without a gap or a
+repeat (the stress of ``python -m bench.consistency``, on fewer trials)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import redis.asyncio as aredis
 from bench.consistency import run_trials
 
 from tests.scaleout.cluster import Cluster
+from tests.support.client_view import assert_deltas_add_up, assert_exactly_once
 from tests.support.ws_client import Viewer, viewer
 from webchat.events import EventMeta, RunFinishedEvent, RunStartedEvent, UserMessageEvent
 from webchat.transport import RedisStreamsTransport, topic_for
@@ -88,26 +90,24 @@ async def _run_through_a_redis_restart(cluster: Cluster) -> tuple[list[Viewer], 
     return [on_a, on_b], timelines
 
 
-def _assert_each_token_once(client: Viewer) -> None:
-    for final in [f for f in client.frames if f["type"] == "llm.final"]:
-        deltas = [
-            f["delta"]
-            for f in client.frames
-            if f["type"] == "llm.delta" and f.get("id") == final.get("id")
-        ]
-        assert "".join(deltas) == final["text"]
+def _assert_each_frame_once(viewers: list[Viewer], timelines: list[Any]) -> None:
+    """Both clients (joined before the run) show what each process serves, and got every
+    token once: their deltas make each final's text."""
+    on_a, on_b = viewers
+    assert any(f["type"] == "llm.final" for f in on_a.frames)
+    assert_deltas_add_up(on_a.frames)
+    assert_exactly_once(on_a.frames, on_b.frames)
+    # What each process serves (from memory: the store in Redis may have lost the first part).
+    assert timelines[0] == timelines[1]
+    assert_exactly_once(on_a.frames, timelines[0])
 
 
 async def test_a_redis_restart_that_loses_everything_mid_run_shows_each_frame_once(
     cluster: Cluster,
 ) -> None:
     viewers, timelines = await _run_through_a_redis_restart(cluster)
-    on_a, on_b = viewers
-    assert on_a.frames == on_b.frames
-    assert strictly_increasing([f["seq"] for f in on_a.frames])
-    _assert_each_token_once(on_a)
-    # What each process serves (from memory: the store in Redis lost the first part).
-    assert timelines == [on_a.frames, on_a.frames]
+    assert strictly_increasing([f["seq"] for f in viewers[0].frames])
+    _assert_each_frame_once(viewers, timelines)
 
 
 async def test_a_redis_restart_with_persistence_mid_run_shows_each_frame_once(
@@ -119,10 +119,7 @@ async def test_a_redis_restart_with_persistence_mid_run_shows_each_frame_once(
         viewers, timelines = await _run_through_a_redis_restart(cluster)
     finally:
         cluster.redis.persistent = False
-    on_a, on_b = viewers
-    assert on_a.frames == on_b.frames
-    _assert_each_token_once(on_a)
-    assert timelines == [on_a.frames, on_a.frames]
+    _assert_each_frame_once(viewers, timelines)
 
 
 def strictly_increasing(values: list[int]) -> bool:

@@ -10,7 +10,9 @@ Postgres adds: a Redis flush loses no history.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -36,6 +38,7 @@ from tests.scaleout.test_scaleout import (
     user_texts,
     viewer,
 )
+from tests.support.client_view import assert_exactly_once, transcript
 from tests.support.postgres import PostgresServer
 
 __all__ = [  # collected again here, on Redis + PostgreSQL
@@ -72,20 +75,24 @@ def cluster_processes(
         cluster.stop()
 
 
-async def stored_frame_seqs(database_url: str, conv_id: str) -> list[int]:
+async def stored_frames(database_url: str, conv_id: str) -> list[dict[str, Any]]:
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT seq FROM frames WHERE conv_id = $1 ORDER BY seq", conv_id)
+        rows = await conn.fetch("SELECT json FROM frames WHERE conv_id = $1 ORDER BY seq", conv_id)
     finally:
         await conn.close()
-    return [int(row["seq"]) for row in rows]
+    return [json.loads(row["json"])["event"] for row in rows]
 
 
-async def wait_stored(database_url: str, conv_id: str, expected: list[int]) -> None:
-    """Until PostgreSQL holds exactly ``expected`` (the processes write a moment after their
-    clients see a frame), under the test's deadline."""
-    while await stored_frame_seqs(database_url, conv_id) != expected:  # noqa: ASYNC110
+async def wait_stored(database_url: str, conv_id: str, *connections: list[dict[str, Any]]) -> None:
+    """Until PostgreSQL holds what a client saw over its ``connections`` (the processes write
+    a moment after their clients see a frame), under the test's deadline: every frame but
+    deltas as the client got it, and the same text (the store may keep a stream as its end)."""
+    seen = [frame for frames in connections for frame in frames]
+    expected = transcript(seen)
+    while transcript(stored := await stored_frames(database_url, conv_id)) != expected:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    assert_exactly_once(stored, *connections)
 
 
 async def test_history_survives_a_redis_flush(cluster: Cluster, database_url: str) -> None:
@@ -102,7 +109,7 @@ async def test_history_survives_a_redis_flush(cluster: Cluster, database_url: st
             info = await poll_json(b, f"/api/conversations/{conv_id}", has_turns(1))
             assert [user_texts(t) for t in info["turns"]] == [prompts[:1]]
             # Every frame a client saw is in PostgreSQL; no record is in Redis.
-            await wait_stored(database_url, conv_id, seqs(live))
+            await wait_stored(database_url, conv_id, live)
             history = await timeline(a, conv_id)
             assert history and history[-1] == live[-1]
             probe = aredis.from_url(cluster.redis.url)
@@ -132,7 +139,7 @@ async def test_history_survives_a_redis_flush(cluster: Cluster, database_url: st
             assert [user_texts(t) for t in after["turns"]] == [prompts[:1], prompts[:2]]
             whole = live + on_a.frames
             assert strictly_increasing(seqs(whole))
-            await wait_stored(database_url, conv_id, seqs(whole))
+            await wait_stored(database_url, conv_id, live, on_a.frames)
             ends = await poll_json(a, path, lambda d: d["frames"][-1] == whole[-1])
             assert ends["frames"][: len(history)] == history
             assert await timeline(b, conv_id) == ends["frames"]

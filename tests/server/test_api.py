@@ -1,6 +1,7 @@
 import asyncio
 import hashlib
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -497,6 +498,10 @@ async def test_a_finished_answer_is_stored_as_its_final_not_its_deltas(client: A
     assert response.status_code == 200, response.text
     await client.run_to_end("stored")
     store = client.service.store
+    await store.flush()
+    kept = [json.loads(text)["event"]["type"] for _, text in await store.frames_since("stored", 0)]
+    assert "llm.delta" in kept, "deleted only later: another process may still need them"
+    assert client.service.manager.prune_stored_deltas(math.inf) > 0
     await store.flush()
     stored = [json.loads(text)["event"] for _, text in await store.frames_since("stored", 0)]
     types = [f["type"] for f in stored]

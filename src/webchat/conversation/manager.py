@@ -18,6 +18,12 @@ back with its session id, history, profile, overrides and seq, and every frame i
 A deleted conversation is *forgotten*: its ``conversation.deleted`` frame (published on its
 topic, so every process following it sees it after every earlier frame) reaches its clients,
 who are then closed with ``DELETED_CODE``, and it is dropped without being persisted again.
+
+Stored deltas of a stream whose end is stored are deleted, ``prune_after`` seconds later (by
+the sweep, and at close): the end carries their whole text, so a history read from storage
+costs a frame per message. Not at once, because another process may have loaded the
+conversation mid-stream and still serve a joiner the stored part of that stream before its
+own copy of the end arrives.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,6 +53,8 @@ DELETED_CODE = 4404
 """Close code of a client whose conversation was deleted: do not reconnect to it."""
 DELETED_DRAIN = 1.0
 """Seconds a deleted conversation's clients get to receive its last frames before the close."""
+PRUNE_AFTER = 30.0
+"""Seconds between storing a stream's end and deleting its stored deltas (module docstring)."""
 
 
 class ConversationManager:
@@ -56,8 +66,12 @@ class ConversationManager:
         evict_after: float = 600.0,
         buffer_frames: int = 10_000,
         store: Store | None = None,
+        prune_after: float = PRUNE_AFTER,
     ) -> None:
         self.builder = builder
+        self.prune_after = prune_after
+        # (due, conv_id, seqs): stored deltas to delete once due, oldest first.
+        self._prunable: deque[tuple[float, str, list[int]]] = deque()
         self.subscribers = subscribers
         self.store = store
         self.evict_after = evict_after
@@ -211,7 +225,20 @@ class ConversationManager:
             if conversation is not None:
                 superseded = conversation.stored_deltas.superseded(frames)
                 if superseded:
-                    self.store.delete_frames(conv_id, superseded)
+                    due = time.monotonic() + self.prune_after
+                    self._prunable.append((due, conv_id, superseded))
+
+    def prune_stored_deltas(self, now: float | None = None) -> int:
+        """Delete the stored deltas that are due (all of them with ``now=math.inf``); returns
+        how many frames were deleted."""
+        now = time.monotonic() if now is None else now
+        deleted = 0
+        while self._prunable and self._prunable[0][0] <= now:
+            _, conv_id, seqs = self._prunable.popleft()
+            if self.store is not None:
+                self.store.delete_frames(conv_id, seqs)
+                deleted += len(seqs)
+        return deleted
 
     async def forget(self, conv_id: str) -> bool:
         """Drop a deleted conversation: its clients get what is queued for them (up to
@@ -399,6 +426,7 @@ class ConversationManager:
         while True:
             await asyncio.sleep(interval)
             try:
+                self.prune_stored_deltas()
                 await self.evict_idle()
             except Exception:
                 log.exception("eviction sweep failed")
@@ -413,6 +441,7 @@ class ConversationManager:
             await asyncio.gather(*self._forgetting, return_exceptions=True)
         for conv_id in list(self._conversations):
             await self._remove(conv_id)
+        self.prune_stored_deltas(math.inf)  # queued before the store's own close
 
 
 def _as_dict(overrides: Overrides | Mapping[str, Any] | None) -> dict[str, Any] | None:
