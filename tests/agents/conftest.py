@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import AppClient
+from webchat.conversation.frames import StreamEnvelopes
 from webchat.server import create_app
 from webchat.settings import ServerSettings
 
@@ -76,7 +77,11 @@ async def run_prompt(
     assert response.status_code == 200, response.text
     inference_id: str = response.json()["inference_id"]
     await client.run_to_end(conv_id)
-    frames = [f for f in await client.timeline(conv_id) if f.get("inference_id") == inference_id]
+    # Every frame as clients got it live (the timeline is compacted: no deltas of an ended
+    # stream), short deltas with their stream's envelope.
+    envelopes = StreamEnvelopes()
+    buffered = [envelopes.fill(f.event()) for f in client.service.manager.get(conv_id).buffer]
+    frames = [f for f in buffered if f.get("inference_id") == inference_id]
     return inference_id, frames
 
 

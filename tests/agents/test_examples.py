@@ -28,17 +28,12 @@ async def test_the_generator_example_streams_from_an_openai_compatible_server(
         monkeypatch.setenv("OPENAI_BASE_URL", f"{url}/v1")
         async with make_app(PROFILES) as client:
             inference_id, frames = await run_prompt(client, "example-gen", "hello")
-            # The timeline is compacted (the final stands for the deltas): what streamed is
-            # what the conversation dispatched to its clients, frame by frame.
-            dispatched = [
-                frame.event()
-                for frame in client.service.manager.get("example-gen").buffer
-                if frame.inference_id == inference_id
-            ]
+            stored = await client.timeline("example-gen")
     assert frames[-1]["type"] == "run.finished"
-    assert [f["delta"] for f in of_type(dispatched, "llm.delta")] == ["Hi", " there", "!"]
-    assert of_type(frames, "llm.delta") == []
-    assert_same_transcript(frames, dispatched)
+    assert [f["delta"] for f in of_type(frames, "llm.delta")] == ["Hi", " there", "!"]
+    # The history is compacted (the final stands for the deltas) and shows the same.
+    assert of_type(stored, "llm.delta") == []
+    assert_same_transcript([f for f in stored if f.get("inference_id") == inference_id], frames)
     (final,) = of_type(frames, "llm.final")
     assert final["text"] == "Hi there!" == "".join(final_texts(frames))
     assert (final["usage"]["input_tokens"], final["usage"]["output_tokens"]) == (12, 3)
