@@ -16,6 +16,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from webchat.conversation.frames import StreamEnvelopes
+
 EXIT_CODES = {"run.finished": 0, "run.failed": 1, "run.cancelled": 130}
 NEEDS_AUTH = "the server requires authentication: pass --token or set WEBCHAT_TOKEN"
 SIGNED_OUT_CODE = 4401
@@ -126,9 +128,10 @@ async def stream_chat(
             if hello.get("engine") == "offline":
                 err.write("[offline engine: no model is connected]\n")
             inference_id = await _start_run(base_url, profile, body, headers, token)
+            envelopes = StreamEnvelopes()  # deltas come short: their run is their stream's
             async with asyncio.timeout(timeout):
                 async for message in ws:
-                    event = json.loads(message).get("event", {})
+                    event = envelopes.fill(json.loads(message).get("event", {}))
                     if event.get("inference_id") != inference_id:
                         continue
                     printer.show(event)

@@ -507,7 +507,7 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(tmp_path: Path) 
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "idle timeout")
 
 
-async def test_publish_to_client_latency_is_measured_for_frames_sent(
+async def test_publish_to_client_latency_and_queue_depth_are_measured_for_frames_sent(
     server: LiveServer, http: httpx.AsyncClient
 ) -> None:
     from prometheus_client.parser import text_string_to_metric_families
@@ -528,3 +528,7 @@ async def test_publish_to_client_latency_is_measured_for_frames_sent(
     # Frames are stamped with their publish millisecond: on loopback they arrive within 5 s.
     total = next(s.value for s in family.samples if s.name.endswith("_sum"))
     assert 0 <= total / counts[0] < 5
+    (depth,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "webchat_ws_send_queue_depth"
+    ]
+    assert next(s.value for s in depth.samples if s.name.endswith("_count")) >= 1

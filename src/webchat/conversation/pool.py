@@ -62,8 +62,8 @@ SERVICE_RESTART_CODE = 1012
 """Close code of a server going down for a restart: reconnect (with ``since``) soon."""
 DRAIN_POLL = 0.01
 LATENCY_SAMPLE = 16
-"""One sent frame in this many has its publish->client latency measured: a histogram
-observation per frame per client would cost as much as the send itself."""
+"""One sent frame in this many has its publish->client latency and its client's queue depth
+measured: a histogram observation per frame per client would cost as much as the send."""
 
 
 def published_at(seq: int) -> float:
@@ -323,6 +323,7 @@ class ConnectionPool:
             self.frames_sent += 1
             if self.frames_sent % LATENCY_SAMPLE == 0:
                 observe_delivery_latency(time.time() - published_at(item.seq))
+                observe_send_queue_depth(client._live)
 
     def _send_failed(self, client: Client, exc: Exception) -> None:
         logger.info("WebSocket client gone (%s: %s); removing it", type(exc).__name__, exc)
