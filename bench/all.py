@@ -22,7 +22,7 @@ from bench.common import ROOT
 COMMANDS: list[tuple[str, list[str], bool]] = [
     # (module, arguments, takes --before-src)
     ("bench.fanout", ["--transport", "both"], True),
-    ("bench.conversations", ["--transport", "both"], True),
+    ("bench.conversations", ["--transport", "both", "--convs", "10,100,500,1000"], True),
     ("bench.memory", [], False),
     ("bench.first_token", ["--transport", "both"], False),
     ("bench.micro", [], False),
