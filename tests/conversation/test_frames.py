@@ -510,7 +510,7 @@ def test_reasoning_without_its_own_end_is_closed_by_the_text_end(tr):
 
 
 def test_open_streams_are_bounded(tr, monkeypatch, caplog):
-    monkeypatch.setattr(frames_module, "_MAX_OPEN_STREAMS", 3)
+    monkeypatch.setattr(frames_module, "MAX_OPEN_STREAMS", 3)
     for i in range(4):
         tr.to_frames(text_event("text-segment-started", f"m{i}"), i + 1)
     assert "forgetting text of m0" in caplog.text

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from webchat.conversation.frames import Frame
+from webchat.conversation.frames import Frame, remember
 
 STREAM_DELTAS = {
     "llm.delta": "llm.final",
@@ -122,11 +122,6 @@ def compact(frames: Sequence[Frame]) -> list[Frame]:
     return merged
 
 
-MAX_OPEN_STREAMS = 1024
-"""Streams a ``StoredDeltas`` tracks at once; a producer that dies mid-message never sends the
-end that would release its entry (its deltas then simply stay stored)."""
-
-
 class StoredDeltas:
     """The seqs of stored deltas of each stream still open, so that when its end is stored
     they can be removed: the end carries their whole text, and a history read from storage
@@ -150,9 +145,9 @@ class StoredDeltas:
                 key = (frame.type, frame.id)
                 seqs = self._open.get(key)
                 if seqs is None:
-                    if len(self._open) >= MAX_OPEN_STREAMS:
-                        del self._open[next(iter(self._open))]
-                    seqs = self._open[key] = []
+                    # Bounded: a stream whose end never comes keeps its deltas stored.
+                    seqs = []
+                    remember(self._open, key, seqs)
                 seqs.append(frame.seq)
             elif self._open and (delta_type := _superseded_deltas(frame)) is not None:
                 done += self._open.pop((delta_type, frame.id), ())

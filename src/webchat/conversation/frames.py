@@ -31,7 +31,7 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -107,10 +107,25 @@ def encode_json(value: Any) -> str:
         return _ENCODER.encode(value)
 
 
-# Streams (a message's text or thinking, a tool call's arguments) remembered at once; a
-# producer that dies mid-message never sends the end that would release its entry, so each
-# map must not grow without bound.
-_MAX_OPEN_STREAMS = 1024
+MAX_OPEN_STREAMS = 1024
+"""Streams (a message's text or thinking, a tool call's arguments) any one map remembers at
+once: a producer that dies mid-message never sends the end that would release its entry, so
+no such map may grow without bound."""
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def remember(streams: dict[_K, _V], key: _K, value: _V) -> _K | None:
+    """Insert ``streams[key] = value``, first forgetting the oldest entry if the map holds
+    ``MAX_OPEN_STREAMS``; returns the forgotten key, if any (dicts keep insertion order)."""
+    forgotten = None
+    if len(streams) >= MAX_OPEN_STREAMS:
+        forgotten = next(iter(streams))
+        del streams[forgotten]
+    streams[key] = value
+    return forgotten
 
 
 def frame_seq(message_seq: int, slot: int) -> int:
@@ -306,10 +321,9 @@ class _Streams:
         return whole
 
     def _add(self, key: str, stream: _Stream) -> _Stream:
-        if len(self._streams) >= _MAX_OPEN_STREAMS:
-            forgotten, _ = self._streams.popitem(last=False)
+        forgotten = remember(self._streams, key, stream)
+        if forgotten is not None:
             logger.warning("forgetting %s of %s: no end arrived", self.what, forgotten)
-        self._streams[key] = stream
         return stream
 
 
@@ -365,9 +379,7 @@ class FrameTranslator:
         if spec.id in self._announced:
             self._announced.move_to_end(spec.id)
             return spec.type in SHORT_DELTAS and "delta" in spec.data
-        if len(self._announced) >= _MAX_OPEN_STREAMS:
-            self._announced.popitem(last=False)
-        self._announced[spec.id] = None
+        remember(self._announced, spec.id, None)
         return False
 
     def translate(self, event: Event) -> list[FrameSpec]:
@@ -562,9 +574,7 @@ class StreamEnvelopes:
             return event
         if "conv_id" in event:
             if key not in self._by_id:
-                if len(self._by_id) >= _MAX_OPEN_STREAMS:
-                    self._by_id.popitem(last=False)
-                self._by_id[key] = {k: event[k] for k in self._KEYS if k in event}
+                remember(self._by_id, key, {k: event[k] for k in self._KEYS if k in event})
             return event
         envelope = self._by_id.get(key)
         if envelope is not None:
