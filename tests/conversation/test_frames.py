@@ -585,3 +585,12 @@ def test_deltas_of_an_announced_stream_go_out_short_and_get_their_envelope_back(
     # A translator that never announced the stream (it joined mid-message) sends it whole.
     (joined,) = FrameTranslator("conv-1").to_frames(PartialEvent(meta=meta(), delta="Hi"), 2)
     assert json.loads(joined.json)["event"]["conv_id"] == "conv-1"
+
+
+def test_a_frame_read_back_is_resent_with_its_stored_text_not_encoded_again():
+    # Written by an older server with other separators: resent byte for byte.
+    stored = '{"sem": true, "event": {"type": "log", "seq": 7, "conv_id": "c", "message": "é"}}'
+    frame = Frame.from_json(7, stored)
+    assert frame.json == stored
+    assert frame.data == {"message": "é"}
+    assert Frame(seq=7, type="log", data={"message": "é"}, conv_id="c").json != stored

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -172,10 +172,15 @@ class Frame:
     short: bool = False
     """A delta that leaves out the envelope (conv_id and the three ids): it has the envelope of
     its stream's opening frame, which every client got before it (see ``StreamEnvelopes``)."""
+    wire: InitVar[str | None] = None
+    """The frame's wire text when it is already known (read back from storage): kept as is
+    instead of being encoded again."""
     json: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "json", encode_json({"sem": True, "event": self.event()}))
+    def __post_init__(self, wire: str | None) -> None:
+        if wire is None:
+            wire = encode_json({"sem": True, "event": self.event()})
+        object.__setattr__(self, "json", wire)
 
     @classmethod
     def from_json(cls, seq: int, text: str, conv_id: str = "") -> Frame:
@@ -204,6 +209,7 @@ class Frame:
             session_id=event.get("session_id"),
             inference_id=event.get("inference_id"),
             turn_id=event.get("turn_id"),
+            wire=text,
         )
 
     def event(self) -> dict[str, Any]:
