@@ -35,13 +35,11 @@ its id and may use it at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -54,7 +52,20 @@ from webchat.storage.base import (
     check_owner,
     make_feedback,
 )
+from webchat.storage.rows import (
+    ATTACHMENT_COLUMNS,
+    CONVERSATION_TABLES,
+    KEEP_RENAMED,
+    Write,
+    attachment,
+    attachment_params,
+    from_excluded,
+    record,
+    runs_of_a_kind,
+    write_kind,
+)
 from webchat.storage.search import fts_query, turn_search_text
+from webchat.storage.writer import WriteQueue, replay_on_failure
 from webchat.turns.models import Turn
 
 if TYPE_CHECKING:
@@ -197,19 +208,14 @@ assert sorted(_MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 # ``created_at`` is deliberately not updated: it records the first save. A renamed title is
 # kept: the process saving may have loaded the record before the rename.
-_UPSERT_CONVERSATION = """
+_UPSERT_CONVERSATION = f"""
 INSERT INTO conversations (conv_id, session_id, profile_slug, overrides, signature, title,
                            created_at, updated_at, last_seq, owner)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (conv_id) DO UPDATE SET
-    session_id = excluded.session_id,
-    profile_slug = excluded.profile_slug,
-    overrides = excluded.overrides,
-    signature = excluded.signature,
-    title = CASE WHEN conversations.renamed THEN conversations.title ELSE excluded.title END,
-    updated_at = excluded.updated_at,
-    last_seq = excluded.last_seq,
-    owner = excluded.owner
+    {from_excluded("session_id", "profile_slug", "overrides", "signature")},
+    title = {KEEP_RENAMED.format("title")},
+    {from_excluded("updated_at", "last_seq", "owner")}
 """
 
 # DO NOTHING only swallows the uniqueness conflict (a frame seen twice, e.g. by two
@@ -242,19 +248,8 @@ ON CONFLICT (conv_id, turn_id) DO UPDATE SET
 
 _DELETE_FEEDBACK = "DELETE FROM feedback WHERE conv_id = ? AND turn_id = ?"
 
-# Everything of a conversation but its owner claim (see ``Store.delete_conversation``).
-_CONVERSATION_TABLES: Final = (
-    "conversations",
-    "turns",
-    "frames",
-    "search_text",
-    "feedback",
-    "attachments",
-)
-
-_ATTACHMENT_COLUMNS: Final = "id, conv_id, owner, name, media_type, size, sha256, created_at"
 _INSERT_ATTACHMENT: Final = (
-    f"INSERT INTO attachments ({_ATTACHMENT_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO attachments ({ATTACHMENT_COLUMNS}, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _SEARCH = """
@@ -291,7 +286,6 @@ SELECT max(coalesce((SELECT last_seq FROM conversations WHERE conv_id = ?), 0),
            coalesce((SELECT max(seq) FROM frames WHERE conv_id = ?), 0))
 """
 
-_Write = tuple[str, tuple[Any, ...]]
 _T = TypeVar("_T")
 
 
@@ -314,83 +308,46 @@ class SQLiteStore:
         self._batch_interval = batch_interval
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._pending: deque[_Write] = deque()
-        self._wakeup = asyncio.Event()
-        # Ends the writer's wait for more writes: a flush, a close or a full batch.
-        self._urgent = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._stopping = False
-        # Writes are accepted until the writer has drained the queue for good, so a stream
-        # still finishing while the store closes is written, not dropped.
-        self._accepting = True
-        self._close_task: asyncio.Task[None] | None = None
-        self._closed = False
-        # Writes are numbered as they are queued; flush waits for its number to be written.
-        self._enqueued = 0
-        self._done = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writes_applied = 0
-        self._write_errors = 0
-        self._dropped = 0
+        self._writes: WriteQueue[Write] = WriteQueue(
+            self._apply,
+            name=self._path,
+            task_name=f"sqlite-writer:{self._path}",
+            kind_of=write_kind,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+        )
 
     @property
     def queued(self) -> int:
         """Writes accepted but not yet taken by the writer."""
-        return len(self._pending)
+        return self._writes.queued
 
     @property
     def writes_applied(self) -> int:
-        return self._writes_applied
+        return self._writes.writes_applied
 
     @property
     def write_errors(self) -> int:
-        return self._write_errors
+        return self._writes.write_errors
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
         """Prepare the database and start writing; writes queued before this are kept."""
-        if self._closed or self._close_task is not None:
-            raise RuntimeError("store is closed")
+        self._writes.check_not_closed()
         if self._conn is not None:
             return
         self._conn = await asyncio.to_thread(self._connect)
-        self._writer = asyncio.create_task(self._write_loop(), name=f"sqlite-writer:{self._path}")
-        self._writer.add_done_callback(self._writer_stopped)
-        if self._pending:
-            self._wakeup.set()
+        self._writes.start()
 
     async def close(self) -> None:
         """Write everything queued, then close. Safe to call twice or concurrently."""
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(self._close())
-        # Shielded: a caller giving up on close must not abandon the final flush half way.
-        await asyncio.shield(self._close_task)
+        await self._writes.close(self._release)
 
-    async def _close(self) -> None:
-        self._stopping = True
-        self._wakeup.set()
-        self._urgent.set()
-        writer = self._writer
-        if writer is not None:
-            # wait() rather than await: the writer's own failure must not abort the close.
-            await asyncio.wait([writer])
-            if writer.cancelled():
-                logger.error("storage writer for %s was cancelled", self._path)
-            elif (error := writer.exception()) is not None:
-                logger.error("storage writer for %s failed", self._path, exc_info=error)
-        self._accepting = False
-        if self._pending:
-            logger.error("closing %s with %d unwritten writes", self._path, len(self._pending))
-            self._write_errors += len(self._pending)
-            self._pending.clear()
-        # Whatever was not written by now never will be; a later flush has nothing to wait for.
-        self._done = self._enqueued
+    async def _release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.to_thread(self._close_connection, conn)
-        self._closed = True
-        self._fail_waiters(RuntimeError("store closed"))
 
     # -- writes (never block) ------------------------------------------------------------
 
@@ -441,41 +398,17 @@ class SQLiteStore:
         return feedback
 
     def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:
-        if not self._accepting:
-            # Raising here would break a stream that outlived shutdown; losing the write is
-            # the lesser harm, and it is counted.
-            self._write_errors += 1
-            self._dropped += 1
-            if self._dropped == 1:  # once: a stream outliving shutdown would flood the log
-                logger.warning(
-                    "store %s is closed; dropping a %s write (further drops only counted)",
-                    self._path,
-                    kind,
-                )
-            return
-        self._pending.append((kind, params))
-        self._enqueued += 1
-        self._wakeup.set()
-        if len(self._pending) >= self._batch_size:
-            self._urgent.set()
+        self._writes.put((kind, params))
 
     async def flush(self) -> None:
         """Return once every write queued before this call has been applied (or failed)."""
-        target = self._enqueued
-        if self._done >= target:
-            return
-        if self._writer is None or self._writer.done():
-            raise RuntimeError("store is not open")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        self._urgent.set()
-        await future
+        await self._writes.flush()
 
     # -- reads ---------------------------------------------------------------------------
 
     async def get_conversation(self, conv_id: str) -> ConversationRecord | None:
         rows = await self._read(self._query, _SELECT_CONVERSATION + "WHERE c.conv_id = ?", conv_id)
-        return _record(rows[0]) if rows else None
+        return record(rows[0]) if rows else None
 
     async def list_conversations(
         self, *, limit: int = 100, offset: int = 0, owner: str | None = None
@@ -488,7 +421,7 @@ class SQLiteStore:
             + "ORDER BY c.updated_at DESC, c.conv_id DESC LIMIT ? OFFSET ?"
         )
         rows = await self._read(self._query, sql, *params, limit, offset)
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     async def count_conversations(self, owner: str) -> int:
         sql = "SELECT count(*) FROM conversations WHERE owner = ?"
@@ -551,7 +484,7 @@ class SQLiteStore:
             # Quoting should make this impossible; a search must still never be a 500.
             logger.warning("search %r failed: %s", match, exc)
             return []
-        return [_record(row) for row in rows]
+        return [record(row) for row in rows]
 
     async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
         sql = "SELECT turn_id, rating, comment, updated_at FROM feedback WHERE conv_id = ?"
@@ -571,32 +504,32 @@ class SQLiteStore:
 
     async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
         """Committed in its own transaction before it returns (after the queued writes)."""
-        params = (*_attachment_params(record), sqlite3.Binary(data))
+        params = (*attachment_params(record), sqlite3.Binary(data))
         await self._read(self._execute_once, _INSERT_ATTACHMENT, params)
 
     async def load_attachment(
         self, conv_id: str, attachment_id: str
     ) -> tuple[AttachmentRecord, bytes] | None:
-        sql = f"SELECT {_ATTACHMENT_COLUMNS}, data FROM attachments WHERE conv_id = ? AND id = ?"
+        sql = f"SELECT {ATTACHMENT_COLUMNS}, data FROM attachments WHERE conv_id = ? AND id = ?"
         rows = await self._read(self._query, sql, conv_id, attachment_id)
         if not rows:
             return None
         *fields, data = rows[0]
-        return _attachment(tuple(fields)), bytes(data)
+        return attachment(tuple(fields)), bytes(data)
 
     async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
         sql = (
-            f"SELECT {_ATTACHMENT_COLUMNS} FROM attachments WHERE conv_id = ? "
+            f"SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE conv_id = ? "
             "ORDER BY created_at, id"
         )
         rows = await self._read(self._query, sql, conv_id)
-        return [_attachment(row) for row in rows]
+        return [attachment(row) for row in rows]
 
     async def _read(self, fn: Callable[..., _T], *args: Any) -> _T:
         # A caller that wrote and then reads expects to see its write.
         await self.flush()
         if self._conn is None:
-            raise RuntimeError("store is closed" if self._closed else "store is not open")
+            raise RuntimeError("store is closed" if self._writes.closed else "store is not open")
         return await asyncio.to_thread(fn, *args)
 
     # -- worker-thread side --------------------------------------------------------------
@@ -698,7 +631,7 @@ class SQLiteStore:
                     table: conn.execute(
                         f"DELETE FROM {table} WHERE conv_id = ?", (conv_id,)
                     ).rowcount
-                    for table in _CONVERSATION_TABLES
+                    for table in CONVERSATION_TABLES
                 }
                 conn.execute("COMMIT")
             except BaseException:
@@ -712,109 +645,28 @@ class SQLiteStore:
             raise RuntimeError("store is closed")
         return self._conn
 
-    def _apply(self, batch: list[_Write]) -> tuple[int, int]:
-        """Apply ``batch`` in one transaction; returns (applied, failed)."""
+    async def _apply(self, batch: list[Write]) -> tuple[int, int]:
+        """Apply ``batch`` in one transaction (in a worker thread); returns (applied, failed)."""
+        return await replay_on_failure(
+            batch,
+            lambda writes: asyncio.to_thread(self._run_in_transaction, writes),
+            refused=(Exception,),
+            name=self._path,
+            kind_of=write_kind,
+        )
+
+    def _run_in_transaction(self, batch: list[Write]) -> None:
         with self._lock:
             conn = self._require_conn()
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                self._run_in_transaction(conn, batch)
-                return len(batch), 0
-            except Exception:
-                logger.exception(
-                    "writing a batch of %d to %s failed; retrying one at a time",
-                    len(batch),
-                    self._path,
-                )
-            failed = 0
-            for write in batch:
-                try:
-                    self._run_in_transaction(conn, [write])
-                except Exception:
-                    failed += 1
-                    if failed == 1:
-                        logger.exception("a %s write to %s failed", write[0], self._path)
-            if failed > 1:
-                logger.error("%d of %d writes to %s failed", failed, len(batch), self._path)
-            return len(batch) - failed, failed
-
-    @staticmethod
-    def _run_in_transaction(conn: sqlite3.Connection, batch: list[_Write]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            start = 0
-            # Consecutive writes of one kind go in one executemany; order is kept.
-            while start < len(batch):
-                kind = batch[start][0]
-                end = start
-                while end < len(batch) and batch[end][0] == kind:
-                    end += 1
-                conn.executemany(_SQL[kind], [params for _, params in batch[start:end]])
-                start = end
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    # -- the writer task -----------------------------------------------------------------
-
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._pending:
-                if self._stopping:
-                    self._accepting = False
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            await self._gather_batch()
-            count = min(self._batch_size, len(self._pending))
-            batch = [self._pending.popleft() for _ in range(count)]
-            try:
-                applied, failed = await asyncio.to_thread(self._apply, batch)
-            except Exception:
-                # _apply handles database errors; this is a bug, and the writer must live on.
-                logger.exception("storage writer for %s hit an unexpected error", self._path)
-                applied, failed = 0, len(batch)
-            self._writes_applied += applied
-            self._write_errors += failed
-            self._done += len(batch)
-            self._release_waiters()
-
-    async def _gather_batch(self) -> None:
-        """Let a tick's writes pile up, so a stream of frames costs one transaction per
-        ``batch_interval``, not one per frame; nobody waits: a flush (every read does one),
-        a close or a full batch ends the wait at once."""
-        if self._batch_interval <= 0:
-            return
-        self._urgent.clear()
-        if self._waiters or self._stopping or len(self._pending) >= self._batch_size:
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._batch_interval):
-                await self._urgent.wait()
-
-    def _release_waiters(self) -> None:
-        still_waiting = []
-        for target, future in self._waiters:
-            if future.done():
-                continue
-            if target <= self._done:
-                future.set_result(None)
-            else:
-                still_waiting.append((target, future))
-        self._waiters = still_waiting
-
-    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
-        # Without this, a flush waiting on a writer that was cancelled would wait forever.
-        if self._waiters:
-            self._fail_waiters(RuntimeError("storage writer stopped"))
-
-    def _fail_waiters(self, error: Exception) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, future in waiters:
-            if not future.done():
-                future.set_exception(error)
+                for kind, params in runs_of_a_kind(batch):
+                    conn.executemany(_SQL[kind], params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
 
 
 _SQL: Final = {
@@ -827,47 +679,3 @@ _SQL: Final = {
     "feedback": _UPSERT_FEEDBACK,
     "feedback_clear": _DELETE_FEEDBACK,
 }
-
-
-def _record(row: tuple[Any, ...]) -> ConversationRecord:
-    conv_id, session_id, slug, overrides, signature, title, created, updated, last_seq, owner = row
-    return ConversationRecord(
-        conv_id=conv_id,
-        session_id=session_id,
-        profile_slug=slug,
-        overrides=None if overrides is None else json.loads(overrides),
-        signature=signature,
-        title=title,
-        created_at=created,
-        updated_at=updated,
-        last_seq=last_seq,
-        owner=owner,
-    )
-
-
-def _attachment_params(record: AttachmentRecord) -> tuple[Any, ...]:
-    """The record's columns, in ``_ATTACHMENT_COLUMNS`` order."""
-    return (
-        record.id,
-        record.conv_id,
-        record.owner,
-        record.name,
-        record.media_type,
-        record.size,
-        record.sha256,
-        record.created_at,
-    )
-
-
-def _attachment(row: tuple[Any, ...]) -> AttachmentRecord:
-    attachment_id, conv_id, owner, name, media_type, size, sha256, created_at = row
-    return AttachmentRecord(
-        id=attachment_id,
-        conv_id=conv_id,
-        owner=owner,
-        name=name,
-        media_type=media_type,
-        size=size,
-        sha256=sha256,
-        created_at=created_at,
-    )

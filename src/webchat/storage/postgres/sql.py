@@ -9,23 +9,19 @@ from __future__ import annotations
 
 from typing import Final
 
+from webchat.storage.rows import ATTACHMENT_COLUMNS, KEEP_RENAMED, from_excluded
+
 # ``created_at`` is deliberately not updated: it records the first save. A renamed title (and
 # its words) is kept: the process saving may have loaded the record before the rename.
-UPSERT_CONVERSATION: Final = """
+UPSERT_CONVERSATION: Final = f"""
 INSERT INTO conversations (conv_id, session_id, profile_slug, overrides, signature, title,
                            title_words, created_at, updated_at, last_seq, owner)
 VALUES ($1, $2, $3, $4, $5, $6, array_to_tsvector($7::text[]), $8, $9, $10, $11)
 ON CONFLICT (conv_id) DO UPDATE SET
-    session_id = excluded.session_id,
-    profile_slug = excluded.profile_slug,
-    overrides = excluded.overrides,
-    signature = excluded.signature,
-    title = CASE WHEN conversations.renamed THEN conversations.title ELSE excluded.title END,
-    title_words = CASE WHEN conversations.renamed THEN conversations.title_words
-                       ELSE excluded.title_words END,
-    updated_at = excluded.updated_at,
-    last_seq = excluded.last_seq,
-    owner = excluded.owner
+    {from_excluded("session_id", "profile_slug", "overrides", "signature")},
+    title = {KEEP_RENAMED.format("title")},
+    title_words = {KEEP_RENAMED.format("title_words")},
+    {from_excluded("updated_at", "last_seq", "owner")}
 """
 
 # DO NOTHING swallows only the uniqueness conflict (a frame seen twice, e.g. by the
@@ -74,16 +70,6 @@ WRITES: Final = {
 }
 """Every queued write, by kind."""
 
-# Everything of a conversation but its owner claim (see ``Store.delete_conversation``).
-CONVERSATION_TABLES: Final = (
-    "conversations",
-    "turns",
-    "frames",
-    "search_text",
-    "feedback",
-    "attachments",
-)
-
 # A record saved before its frames were written says less than the timeline does, so the
 # last seq read back is whichever is larger.
 SELECT_CONVERSATION: Final = """
@@ -124,8 +110,6 @@ SELECT_LAST_SEQ: Final = """
 SELECT greatest(coalesce((SELECT last_seq FROM conversations WHERE conv_id = $1), 0),
                 coalesce((SELECT max(seq) FROM frames WHERE conv_id = $1), 0))
 """
-
-ATTACHMENT_COLUMNS: Final = "id, conv_id, owner, name, media_type, size, sha256, created_at"
 
 INSERT_ATTACHMENT: Final = (
     f"INSERT INTO attachments ({ATTACHMENT_COLUMNS}, data) "

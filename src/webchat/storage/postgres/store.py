@@ -26,11 +26,9 @@ The URL may hold a password: logs and errors show ``redacted(url)`` only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -48,10 +46,18 @@ from webchat.storage.postgres import sql
 from webchat.storage.postgres.migrations import Connection, migrate
 from webchat.storage.postgres.url import redacted
 from webchat.storage.postgres.words import index_words, ts_query
+from webchat.storage.rows import (
+    ATTACHMENT_COLUMNS,
+    CONVERSATION_TABLES,
+    Write,
+    attachment,
+    attachment_params,
+    record,
+    runs_of_a_kind,
+    write_kind,
+)
 from webchat.storage.search import turn_search_text
-
-# One mapping between rows and records for both SQL stores (same columns, same order).
-from webchat.storage.sqlite import _attachment, _attachment_params, _record
+from webchat.storage.writer import WriteQueue, replay_on_failure
 from webchat.turns.models import Turn
 
 if TYPE_CHECKING:
@@ -68,10 +74,6 @@ TRANSIENT: Final = (
     asyncpg.InterfaceError,  # "connection is closed"
 )
 """Errors of the connection or the server, not of a write: retried, never dropped."""
-
-_MAX_BACKOFF: Final = 2.0
-
-_Write = tuple[str, tuple[Any, ...]]
 
 
 def _text(value: str) -> str:
@@ -95,43 +97,36 @@ class PostgresStore:
             raise ValueError("batch_size must be >= 1 and pool_size >= 2")
         self._url = url
         self.name = redacted(url)
-        self._batch_size = batch_size
         self._pool_size = pool_size
         self._close_timeout = close_timeout
         self._pool: asyncpg.Pool | None = None
-        self._pending: deque[_Write] = deque()
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._accepting = True
-        self._close_task: asyncio.Task[None] | None = None
-        self._closed = False
-        # Writes are numbered as they are queued; flush waits for its number to be done.
-        self._enqueued = 0
-        self._done = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._writes_applied = 0
-        self._write_errors = 0
-        self._dropped = 0
+        self._writes: WriteQueue[Write] = WriteQueue(
+            self._apply,
+            name=self.name,
+            task_name="postgres-writer",
+            kind_of=write_kind,
+            batch_size=batch_size,
+            retry=TRANSIENT,
+            close_timeout=close_timeout,
+        )
 
     @property
     def queued(self) -> int:
-        return len(self._pending)
+        return self._writes.queued
 
     @property
     def writes_applied(self) -> int:
-        return self._writes_applied
+        return self._writes.writes_applied
 
     @property
     def write_errors(self) -> int:
-        return self._write_errors
+        return self._writes.write_errors
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
         """Connect, apply the migrations the database lacks, and start writing."""
-        if self._closed or self._close_task is not None:
-            raise RuntimeError("store is closed")
+        self._writes.check_not_closed()
         if self._pool is not None:
             return
         try:
@@ -153,44 +148,20 @@ class PostgresStore:
         for version in applied:
             logger.info("%s: schema migrated to version %d", self.name, version)
         self._pool = pool
-        self._writer = asyncio.create_task(self._write_loop(), name="postgres-writer")
-        self._writer.add_done_callback(self._writer_stopped)
-        if self._pending:
-            self._wakeup.set()
+        self._writes.start()
 
     async def close(self) -> None:
         """Write everything queued (waiting up to ``close_timeout`` for an unreachable server),
         then close. Safe to call twice or concurrently."""
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(self._close())
-        await asyncio.shield(self._close_task)
+        await self._writes.close(self._release)
 
-    async def _close(self) -> None:
-        self._stopping = True
-        self._wakeup.set()
-        writer = self._writer
-        if writer is not None:
-            done, _ = await asyncio.wait([writer], timeout=self._close_timeout)
-            if not done:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-            elif (error := writer.exception()) is not None:
-                logger.error("storage writer for %s failed", self.name, exc_info=error)
-        self._accepting = False
-        if self._pending:
-            logger.error("closing %s with %d unwritten writes", self.name, len(self._pending))
-            self._write_errors += len(self._pending)
-            self._pending.clear()
-        self._done = self._enqueued
+    async def _release(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=self._close_timeout)
             except TimeoutError:
                 pool.terminate()
-        self._closed = True
-        self._fail_waiters(RuntimeError("store closed"))
 
     # -- writes (never block) ------------------------------------------------------------
 
@@ -242,32 +213,11 @@ class PostgresStore:
         return feedback
 
     def _enqueue(self, kind: str, params: tuple[Any, ...]) -> None:
-        if not self._accepting:
-            # Raising would break a stream that outlived shutdown; losing the write is the
-            # lesser harm, and it is counted.
-            self._write_errors += 1
-            self._dropped += 1
-            if self._dropped == 1:
-                logger.warning(
-                    "store %s is closed; dropping a %s write (further drops only counted)",
-                    self.name,
-                    kind,
-                )
-            return
-        self._pending.append((kind, params))
-        self._enqueued += 1
-        self._wakeup.set()
+        self._writes.put((kind, params))
 
     async def flush(self) -> None:
         """Return once every write queued before this call has been applied (or failed)."""
-        target = self._enqueued
-        if self._done >= target:
-            return
-        if self._writer is None or self._writer.done():
-            raise RuntimeError("store is not open")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((target, future))
-        await future
+        await self._writes.flush()
 
     # -- reads and immediate writes ------------------------------------------------------
 
@@ -275,7 +225,7 @@ class PostgresStore:
         """The pool, once the caller's queued writes are applied (it expects to see them)."""
         await self.flush()
         if self._pool is None:
-            raise RuntimeError("store is closed" if self._closed else "store is not open")
+            raise RuntimeError("store is closed" if self._writes.closed else "store is not open")
         return self._pool
 
     async def _fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -284,7 +234,7 @@ class PostgresStore:
 
     async def get_conversation(self, conv_id: str) -> ConversationRecord | None:
         rows = await self._fetch(sql.SELECT_CONVERSATION + "WHERE c.conv_id = $1", conv_id)
-        return _record(tuple(rows[0])) if rows else None
+        return record(tuple(rows[0])) if rows else None
 
     async def list_conversations(
         self, *, limit: int = 100, offset: int = 0, owner: str | None = None
@@ -303,7 +253,7 @@ class PostgresStore:
                 + " LIMIT $1 OFFSET $2"
             )
             rows = await self._fetch(query, limit, max(offset, 0), owner)
-        return [_record(tuple(row)) for row in rows]
+        return [record(tuple(row)) for row in rows]
 
     async def count_conversations(self, owner: str) -> int:
         pool = await self._ready()
@@ -347,7 +297,7 @@ class PostgresStore:
         pool = await self._ready()
         async with pool.acquire() as conn, conn.transaction():
             removed = {}
-            for table in sql.CONVERSATION_TABLES:
+            for table in CONVERSATION_TABLES:
                 # Table names come from the constant above, never from input.
                 status = await conn.execute(f"DELETE FROM {table} WHERE conv_id = $1", conv_id)
                 removed[table] = int(status.rpartition(" ")[2])
@@ -372,7 +322,7 @@ class PostgresStore:
             # Folding leaves letters and digits only; a search must still never be a 500.
             logger.warning("search %r failed: %s", match, exc)
             return []
-        return [_record(tuple(row)) for row in rows]
+        return [record(tuple(row)) for row in rows]
 
     async def load_feedback(self, conv_id: str) -> dict[str, Feedback]:
         query = "SELECT turn_id, rating, comment, updated_at FROM feedback WHERE conv_id = $1"
@@ -392,128 +342,46 @@ class PostgresStore:
     async def save_attachment(self, record: AttachmentRecord, data: bytes) -> None:
         """Committed before it returns (after the caller's queued writes)."""
         pool = await self._ready()
-        await pool.execute(sql.INSERT_ATTACHMENT, *_attachment_params(record), bytes(data))
+        await pool.execute(sql.INSERT_ATTACHMENT, *attachment_params(record), bytes(data))
 
     async def load_attachment(
         self, conv_id: str, attachment_id: str
     ) -> tuple[AttachmentRecord, bytes] | None:
-        query = (
-            f"SELECT {sql.ATTACHMENT_COLUMNS}, data FROM attachments WHERE conv_id = $1 AND id = $2"
-        )
+        query = f"SELECT {ATTACHMENT_COLUMNS}, data FROM attachments WHERE conv_id = $1 AND id = $2"
         rows = await self._fetch(query, conv_id, attachment_id)
         if not rows:
             return None
         *fields, data = tuple(rows[0])
-        return _attachment(tuple(fields)), bytes(data)
+        return attachment(tuple(fields)), bytes(data)
 
     async def list_attachments(self, conv_id: str) -> list[AttachmentRecord]:
         query = (
-            f"SELECT {sql.ATTACHMENT_COLUMNS} FROM attachments WHERE conv_id = $1 "
+            f"SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE conv_id = $1 "
             "ORDER BY created_at, id"
         )
-        return [_attachment(tuple(row)) for row in await self._fetch(query, conv_id)]
+        return [attachment(tuple(row)) for row in await self._fetch(query, conv_id)]
 
-    # -- the writer task -----------------------------------------------------------------
+    # -- the writer's side --------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        backoff = 0.1
-        while True:
-            if not self._pending:
-                if self._stopping:
-                    self._accepting = False
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
-            try:
-                applied, failed = await self._apply(batch)
-            except TRANSIENT as exc:
-                logger.warning(
-                    "PostgreSQL %s unreachable (%s); %d writes kept, retrying in %.1fs",
-                    self.name,
-                    type(exc).__name__,
-                    len(self._pending),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, _MAX_BACKOFF)
-                continue
-            except Exception:
-                # _apply handles the database's refusals; this is a bug, the writer lives on.
-                logger.exception("storage writer for %s hit an unexpected error", self.name)
-                applied, failed = 0, len(batch)
-            backoff = 0.1
-            for _ in batch:
-                self._pending.popleft()
-            self._writes_applied += applied
-            self._write_errors += failed
-            self._done += len(batch)
-            self._release_waiters()
-
-    async def _apply(self, batch: list[_Write]) -> tuple[int, int]:
+    async def _apply(self, batch: list[Write]) -> tuple[int, int]:
         """Apply ``batch`` in one transaction, else write by write; returns (applied, failed).
-        Connection errors propagate: the caller keeps the batch and retries."""
+        Connection errors propagate: the queue keeps the batch and retries."""
         pool = self._pool
         if pool is None:
             raise RuntimeError("store is closed")
         async with pool.acquire() as conn:
-            try:
-                await _run_in_transaction(conn, batch)
-                return len(batch), 0
-            except TRANSIENT:
-                raise
-            except asyncpg.PostgresError:
-                logger.exception(
-                    "writing a batch of %d to %s failed; retrying one at a time",
-                    len(batch),
-                    self.name,
-                )
-            failed = 0
-            for write in batch:
-                try:
-                    await _run_in_transaction(conn, [write])
-                except TRANSIENT:
-                    raise
-                except asyncpg.PostgresError:
-                    failed += 1
-                    if failed == 1:
-                        logger.exception("a %s write to %s failed", write[0], self.name)
-            if failed > 1:
-                logger.error("%d of %d writes to %s failed", failed, len(batch), self.name)
-            return len(batch) - failed, failed
-
-    def _release_waiters(self) -> None:
-        still_waiting = []
-        for target, future in self._waiters:
-            if future.done():
-                continue
-            if target <= self._done:
-                future.set_result(None)
-            else:
-                still_waiting.append((target, future))
-        self._waiters = still_waiting
-
-    def _writer_stopped(self, task: asyncio.Task[None]) -> None:
-        # Without this, a flush waiting on a writer that was cancelled would wait forever.
-        if self._waiters:
-            self._fail_waiters(RuntimeError("storage writer stopped"))
-
-    def _fail_waiters(self, error: Exception) -> None:
-        waiters, self._waiters = self._waiters, []
-        for _, future in waiters:
-            if not future.done():
-                future.set_exception(error)
+            return await replay_on_failure(
+                batch,
+                lambda writes: _run_in_transaction(conn, writes),
+                refused=(asyncpg.PostgresError,),
+                retry=TRANSIENT,
+                name=self.name,
+                kind_of=write_kind,
+            )
 
 
-async def _run_in_transaction(conn: Connection, batch: list[_Write]) -> None:
+async def _run_in_transaction(conn: Connection, batch: list[Write]) -> None:
     async with conn.transaction():
-        start = 0
-        # Consecutive writes of one kind go in one (pipelined) executemany; order is kept.
-        while start < len(batch):
-            kind = batch[start][0]
-            end = start
-            while end < len(batch) and batch[end][0] == kind:
-                end += 1
-            await conn.executemany(sql.WRITES[kind], [params for _, params in batch[start:end]])
-            start = end
+        # Consecutive writes of one kind go in one (pipelined) executemany.
+        for kind, params in runs_of_a_kind(batch):
+            await conn.executemany(sql.WRITES[kind], params)
